@@ -1,0 +1,100 @@
+# Langerhans — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY_SYS  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+STAMP   := $(VENV)/.stamp
+GOBIN   ?= $(shell go env GOPATH 2>/dev/null)/bin
+BUF     := $(GOBIN)/buf
+BUF_VERSION := v1.75.0
+
+PROTO_FILES := $(shell find proto -name '*.proto' 2>/dev/null)
+PYX_FILES   := $(shell find kernels -name '*.pyx' -o -name '*.pxd' 2>/dev/null)
+PROTO_STAMP := var/.proto.stamp
+KERNEL_STAMP := var/.kernels.stamp
+
+.PHONY: help
+help: ## list every target with one line each
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+# ------------------------------------------------------------------ set-up
+$(STAMP): pyproject.toml setup.py
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	@echo "==> installing Python dependencies into $(VENV)"
+	@$(PIP) install -q --upgrade pip setuptools wheel
+	@$(PIP) install -q cython numpy
+	@$(PIP) install -q --no-build-isolation -e '.[dev]' --config-settings editable_mode=compat
+	@mkdir -p var && touch $@
+
+.PHONY: install
+install: $(STAMP) ## create the virtualenv and install Langerhans with its dev tools
+
+$(PROTO_STAMP): $(STAMP) $(PROTO_FILES) scripts/gen_proto.py
+	@echo "==> generating protobuf code"
+	@$(PY) scripts/gen_proto.py
+	@mkdir -p var && touch $@
+
+.PHONY: proto
+proto: $(PROTO_STAMP) ## generate Python code and .pyi stubs from proto/
+
+$(KERNEL_STAMP): $(STAMP) $(PYX_FILES) setup.py
+	@echo "==> compiling Cython kernels"
+	@$(PY) setup.py -q build_ext --inplace -j 2 >/dev/null
+	@mkdir -p var && touch $@
+
+.PHONY: kernels
+kernels: $(KERNEL_STAMP) ## compile the Cython kernels in place
+
+.PHONY: setup
+setup: install proto kernels ## everything a fresh clone needs before running or testing
+
+$(BUF):
+	@echo "==> installing buf $(BUF_VERSION) with go install"
+	@GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+.PHONY: buf-lint
+buf-lint: $(BUF) ## lint the protobuf contracts with buf
+	@cd proto && $(BUF) lint
+
+.PHONY: kafka-up
+kafka-up: setup ## start the local single-node Kafka broker (KRaft) unless KAFKA_BOOTSTRAP_SERVERS is set
+	@$(VENV)/bin/langerhans kafka up
+
+.PHONY: kafka-down
+kafka-down: setup ## stop the local Kafka broker
+	@$(VENV)/bin/langerhans kafka down
+
+# ------------------------------------------------------------------ run and test
+.PHONY: run
+run: setup ## run the whole platform with simulated people (Ctrl-C stops everything)
+	@$(VENV)/bin/langerhans run
+
+.PHONY: lint
+lint: setup ## ruff and mypy (strict)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy
+
+.PHONY: test
+test: setup buf-lint kafka-up ## run the whole test suite (starts the local Kafka broker)
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
+	@$(VENV)/bin/pytest -m "not kafka and not postgres and not browser and not slow" $(PYTEST_ARGS)
+
+# ------------------------------------------------------------------ benchmarks
+.PHONY: bench-bus
+bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus …
+	@$(PY) -m bench.bus
+
+.PHONY: clean
+clean: ## remove build products (keeps var/ data)
+	rm -rf build $(PROTO_STAMP) $(KERNEL_STAMP)
+	find kernels -name '*.so' -delete -o -name '*.c' -delete

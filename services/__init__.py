@@ -1,0 +1,1 @@
+"""Langerhans cloud services: device gateway, CGM ingestion, dosing engine, alerts."""

@@ -1,0 +1,1 @@
+"""Shared runtime of every deployable: settings, clock, Kafka, gRPC, storage, logs, metrics."""

@@ -1,0 +1,68 @@
+"""Settings shared by every deployable; each service subclasses `ServiceSettings`.
+
+Values come from the environment (prefix `LANGERHANS_`, plus the conventional
+`KAFKA_BOOTSTRAP_SERVERS` and `DATABASE_URL`). Unsafe defaults are refused outside development.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.clock import Clock, clock_from_settings
+
+__all__ = ["REPO_ROOT", "ServiceSettings", "var_dir"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+
+def var_dir() -> Path:
+    """Where local state (SQLite files, Kafka data, keys) lives; git-ignored."""
+    path = REPO_ROOT / "var"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class ServiceSettings(BaseSettings):
+    """Common settings; subclass per service and add its own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="LANGERHANS_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    service_name: str = "langerhans"
+    kafka_bootstrap_servers: str = Field(
+        default=DEFAULT_KAFKA_BOOTSTRAP,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "LANGERHANS_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "LANGERHANS_DATABASE_URL"),
+        description="postgresql://… for PostgreSQL; unset means a SQLite file per service in var/",
+    )
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = True
+    clock_speed: float = Field(default=1.0, gt=0, le=10_000)
+    clock_sim_start: datetime | None = None
+    clock_real_start_epoch_s: float | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> ServiceSettings:
+        if self.environment == "production":
+            if self.database_url is None:
+                raise ValueError("production needs DATABASE_URL (PostgreSQL), not the SQLite default")
+            if self.clock_speed != 1.0:
+                raise ValueError("an accelerated clock is for simulation only, never production")
+        return self
+
+    def clock(self) -> Clock:
+        return clock_from_settings(
+            self.clock_speed, self.clock_sim_start, self.clock_real_start_epoch_s
+        )
