@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml setup.py
 	@$(PIP) install -q --upgrade pip setuptools wheel
 	@$(PIP) install -q cython numpy
 	@$(PIP) install -q --no-build-isolation -e '.[dev]' --config-settings editable_mode=compat
+	@# generated protobuf modules import as `langerhans.*` from proto/: put it on the path
+	@echo "$(CURDIR)/proto" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/langerhans-proto.pth"
 	@mkdir -p var && touch $@
 
 .PHONY: install
