@@ -1,0 +1,101 @@
+"""Storage: one schema per service.
+
+PostgreSQL (``DATABASE_URL=postgresql://…``) gives each service its own schema in one
+database; tables are declared without a schema and mapped onto the service's schema with
+SQLAlchemy's ``schema_translate_map``. The embedded default is one SQLite file per service
+under ``var/db/`` (WAL mode), which is the SQLite equivalent of a schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.runtime.settings import var_dir
+
+__all__ = [
+    "create_service_engine",
+    "is_postgres",
+    "naming_convention",
+    "normalise_database_url",
+    "schema_name",
+    "session_scope",
+]
+
+naming_convention: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """MetaData with stable constraint names (Alembic needs them to diff)."""
+    return MetaData(naming_convention=naming_convention)
+
+
+def schema_name(service: str) -> str:
+    """`dosing-engine` -> `dosing_engine`."""
+    return service.replace("-", "_")
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers and one writer proceed together; FULL sync so a committed
+    # state change survives a crash (an outbox row must never vanish after commit).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_service_engine(service: str, database_url: str | None = None, **kwargs: Any) -> Engine:
+    """Engine for `service`'s own schema (PostgreSQL) or own SQLite file (default)."""
+    schema = schema_name(service)
+    if database_url:
+        url = normalise_database_url(database_url)
+    else:
+        db_dir = var_dir() / "db"
+        db_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{db_dir / schema}.sqlite3"
+    if url.startswith("sqlite"):
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    return engine.execution_options(schema_translate_map={None: schema})
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit once at the end, roll back on any error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
