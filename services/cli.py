@@ -1,10 +1,10 @@
 """The `langerhans` command: one CLI for every deployable.
 
-    langerhans serve <service>       run one service (gRPC + Kafka consumers + /metrics)
-    langerhans kafka up|down|status  the local single-node Kafka broker
-    langerhans topics                create or reconcile the declared topics
-    langerhans edge                  the edge agent on a hub
-    langerhans run                   everything on one machine, with simulated people
+langerhans serve <service>       run one service (gRPC + Kafka consumers + /metrics)
+langerhans kafka up|down|status  the local single-node Kafka broker
+langerhans topics                create or reconcile the declared topics
+langerhans edge                  the edge agent on a hub
+langerhans run                   everything on one machine, with simulated people
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kafka.add_argument("action", choices=["up", "down", "status"])
 
     commands.add_parser("topics", help="create or reconcile the declared Kafka topics")
-    commands.add_parser("edge", help="run the edge agent (hub)")
+    edge = commands.add_parser("edge", help="run the edge agent (hub); options go to the agent")
+    edge.add_argument("edge_args", nargs=argparse.REMAINDER)
 
     run = commands.add_parser("run", help="the whole platform with simulated people")
     run.add_argument("--people", type=int, default=None, help="number of simulated people")
@@ -62,13 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return reconcile_topics_command()
     if args.command == "edge":
-        return _load("edge.main:serve")() or 0
+        from edge.main import main as edge_main
+
+        return edge_main(args.edge_args)
     if args.command == "run":
         from services.runtime.supervisor import run_platform
 
         return run_platform(people=args.people, speed=args.speed)
     parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ class ServiceSettings(BaseSettings):
     service_name: str = "langerhans"
     kafka_bootstrap_servers: str = Field(
         default=DEFAULT_KAFKA_BOOTSTRAP,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "LANGERHANS_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "LANGERHANS_KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     database_url: str | None = Field(
         default=None,
@@ -57,7 +59,7 @@ class ServiceSettings(BaseSettings):
     def _refuse_unsafe_production(self) -> ServiceSettings:
         if self.environment == "production":
             if self.database_url is None:
-                raise ValueError("production needs DATABASE_URL (PostgreSQL), not the SQLite default")
+                raise ValueError("production needs DATABASE_URL (PostgreSQL), not SQLite")
             if self.clock_speed != 1.0:
                 raise ValueError("an accelerated clock is for simulation only, never production")
         return self
