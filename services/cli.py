@@ -66,11 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge.main import main as edge_main
 
         return edge_main(args.edge_args)
-    if args.command == "run":
-        from services.runtime.supervisor import run_platform
+    # argparse admits only the commands above, so what is left is `run`.
+    from services.runtime.supervisor import run_platform
 
-        return run_platform(people=args.people, speed=args.speed)
-    parser.error(f"unknown command {args.command}")
+    return run_platform(people=args.people, speed=args.speed)
 
 
 if __name__ == "__main__":
