@@ -49,6 +49,14 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # gRPC TLS: certificate and key (PEM) turn TLS on; a CA bundle plus
+    # grpc_require_client_cert turns on mutual TLS (callers must present a cert from that CA).
+    grpc_tls_cert_path: Path | None = None
+    grpc_tls_key_path: Path | None = None
+    grpc_tls_ca_path: Path | None = None
+    grpc_require_client_cert: bool = False
+    grpc_shutdown_grace_s: float = Field(default=5.0, ge=0, le=300)
     log_level: str = "INFO"
     log_json: bool = True
     clock_speed: float = Field(default=1.0, gt=0, le=10_000)
@@ -62,6 +70,16 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("production needs DATABASE_URL (PostgreSQL), not SQLite")
             if self.clock_speed != 1.0:
                 raise ValueError("an accelerated clock is for simulation only, never production")
+            if self.grpc_tls_cert_path is None:
+                raise ValueError(
+                    "production needs gRPC TLS (LANGERHANS_GRPC_TLS_CERT_PATH/KEY_PATH)"
+                )
+        if (self.grpc_tls_cert_path is None) != (self.grpc_tls_key_path is None):
+            raise ValueError("gRPC TLS needs both a certificate and its key")
+        if self.grpc_require_client_cert and (
+            self.grpc_tls_ca_path is None or self.grpc_tls_cert_path is None
+        ):
+            raise ValueError("requiring client certificates needs TLS and a CA (grpc_tls_ca_path)")
         return self
 
     def clock(self) -> Clock:
