@@ -1,0 +1,1 @@
+"""cgm-ingestion: validates, normalises, deduplicates and assesses CGM readings."""

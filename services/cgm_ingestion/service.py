@@ -1,0 +1,289 @@
+"""cgm-ingestion decisions: accept, refuse or ignore a reading; assess it and its neighbours.
+
+`IngestionService.ingest` is called once per raw reading inside the handler's unit of work.
+It reads and writes through the repository (never commits) and returns what happened, so
+the handler can put the outgoing events into the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from services.cgm_ingestion.assessment import (
+    GAP_THRESHOLD_S,
+    NOISE_WINDOW_S,
+    TREND_WINDOW_S,
+    Assessment,
+    Fault,
+    Point,
+    Trend,
+    assess,
+    compression_episode,
+    gap_before_s,
+)
+from services.cgm_ingestion.readings import (
+    RangeFlag,
+    RawReading,
+    Rejection,
+    RejectReason,
+    ValidReading,
+    validate,
+)
+from services.runtime.clock import Clock
+
+__all__ = [
+    "CgmEvent",
+    "CgmEventKind",
+    "IngestOutcome",
+    "IngestionService",
+    "ReadingStore",
+    "StoredReading",
+]
+
+# Enough history before a reading for every backward-looking check (compression: 90 min).
+HISTORY_S = 2 * 3600
+# Readings after an out-of-order insert whose assessment depends on it.
+AFFECTED_AFTER_S = max(TREND_WINDOW_S, NOISE_WINDOW_S, GAP_THRESHOLD_S)
+NIGHT_START_HOUR = 22
+NIGHT_END_HOUR = 7
+
+
+@dataclass(frozen=True)
+class StoredReading:
+    """A validated reading with its assessment, as stored and published."""
+
+    patient_id: str
+    sensor_id: str
+    device_time: datetime
+    glucose_mg_dl: int
+    range_flag: RangeFlag
+    identity: str
+    trend: Trend
+    rate_mg_dl_per_min: float | None
+    noise_level: int
+    faults: frozenset[Fault]
+    quality: int
+    received_at: datetime
+    backfilled: bool = False
+    sensor_started_at: datetime | None = None
+
+    def point(self) -> Point:
+        return Point(self.device_time.timestamp(), float(self.glucose_mg_dl))
+
+
+class CgmEventKind(enum.StrEnum):
+    GAP_DETECTED = "gap_detected"
+    SENSOR_FAULT = "sensor_fault"
+
+
+@dataclass(frozen=True)
+class CgmEvent:
+    """A gap or a sensor fault, published on cgm.events.v1."""
+
+    kind: CgmEventKind
+    patient_id: str
+    sensor_id: str
+    start_time: datetime
+    end_time: datetime
+    fault: Fault | None = None
+    detail: str = ""
+
+
+@dataclass
+class IngestOutcome:
+    """What one raw reading led to."""
+
+    reading: StoredReading | None = None
+    rejection: Rejection | None = None
+    duplicate: bool = False
+    reassessed: list[StoredReading] = field(default_factory=list)
+    events: list[CgmEvent] = field(default_factory=list)
+
+
+class ReadingStore(Protocol):
+    """What the service needs from storage (implemented by the repository)."""
+
+    def find(self, identity: str) -> StoredReading | None: ...
+
+    def series(
+        self, patient_id: str, sensor_id: str, start: datetime, end: datetime
+    ) -> list[StoredReading]: ...
+
+    def add(self, reading: StoredReading) -> None: ...
+
+    def update_assessment(self, reading: StoredReading) -> None: ...
+
+    def add_rejection(self, raw: RawReading, rejection: Rejection, at: datetime) -> None: ...
+
+    def first_seen(self, sensor_id: str) -> datetime | None: ...
+
+    def latest_time(self, patient_id: str, sensor_id: str) -> datetime | None: ...
+
+
+class IngestionService:
+    """Accepts raw readings one at a time, in any order, any number of times."""
+
+    def __init__(self, store: ReadingStore, clock: Clock, night_time_zone: str = "UTC") -> None:
+        self._store = store
+        self._clock = clock
+        self._zone = ZoneInfo(night_time_zone)
+
+    def _is_night(self, at: datetime) -> bool:
+        hour = at.astimezone(self._zone).hour
+        return hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR
+
+    def reject(self, raw: RawReading, rejection: Rejection) -> IngestOutcome:
+        """Record a reading refused before it could be parsed into a RawReading properly."""
+        self._store.add_rejection(raw, rejection, self._clock.now())
+        return IngestOutcome(rejection=rejection)
+
+    def ingest(self, raw: RawReading) -> IngestOutcome:
+        now = self._clock.now()
+        checked = validate(raw, now)
+        if isinstance(checked, Rejection):
+            return self.reject(raw, checked)
+        existing = self._store.find(checked.identity)
+        if existing is not None:
+            if existing.glucose_mg_dl != checked.glucose_mg_dl:
+                return self.reject(
+                    raw,
+                    Rejection(
+                        RejectReason.CONFLICTING_DUPLICATE,
+                        f"{checked.glucose_mg_dl} mg/dL differs from stored "
+                        f"{existing.glucose_mg_dl} mg/dL at the same sensor time",
+                    ),
+                )
+            return IngestOutcome(duplicate=True)
+        return self._accept(checked, now)
+
+    def _accept(self, valid: ValidReading, now: datetime) -> IngestOutcome:
+        t = valid.device_time
+        series = self._store.series(
+            valid.patient_id,
+            valid.sensor_id,
+            t - timedelta(seconds=HISTORY_S),
+            t + timedelta(seconds=AFFECTED_AFTER_S),
+        )
+        later = [r for r in series if r.device_time > t]
+        earlier = [r for r in series if r.device_time < t]
+        sensor_start = valid.sensor_started_at or self._store.first_seen(valid.sensor_id) or t
+        placeholder = StoredReading(
+            patient_id=valid.patient_id,
+            sensor_id=valid.sensor_id,
+            device_time=t,
+            glucose_mg_dl=valid.glucose_mg_dl,
+            range_flag=valid.range_flag,
+            identity=valid.identity,
+            trend=Trend.NOT_COMPUTABLE,
+            rate_mg_dl_per_min=None,
+            noise_level=0,
+            faults=frozenset(),
+            quality=0,
+            received_at=now,
+            backfilled=bool(later) or self._has_newer(valid),
+            sensor_started_at=sensor_start,
+        )
+        ordered = [*earlier, placeholder, *later]
+        points = [r.point() for r in ordered]
+        index = len(earlier)
+        reading = self._with_assessment(placeholder, points, index)
+        self._store.add(reading)
+        outcome = IngestOutcome(reading=reading)
+        outcome.events += self._events_for(reading, points, index)
+        ordered[index] = reading
+        # Readings after an out-of-order insert were assessed without it: redo them.
+        for offset, neighbour in enumerate(later, start=index + 1):
+            updated = self._with_assessment(neighbour, points, offset)
+            if updated != neighbour:
+                self._store.update_assessment(updated)
+                outcome.reassessed.append(updated)
+        return outcome
+
+    def _has_newer(self, valid: ValidReading) -> bool:
+        latest = self._store.latest_time(valid.patient_id, valid.sensor_id)
+        return latest is not None and latest > valid.device_time
+
+    def _with_assessment(
+        self, reading: StoredReading, points: list[Point], index: int
+    ) -> StoredReading:
+        started = reading.sensor_started_at
+        result: Assessment = assess(
+            points,
+            index,
+            sensor_started_s=started.timestamp() if started else None,
+            night=self._is_night(reading.device_time),
+            out_of_sensor_range=reading.range_flag is not RangeFlag.IN_RANGE,
+        )
+        return replace(
+            reading,
+            trend=result.trend,
+            rate_mg_dl_per_min=result.rate_mg_dl_per_min,
+            noise_level=result.noise_level,
+            faults=result.faults,
+            quality=result.quality,
+        )
+
+    def _events_for(
+        self, reading: StoredReading, points: list[Point], index: int
+    ) -> list[CgmEvent]:
+        events: list[CgmEvent] = []
+        gap_s = gap_before_s(points, index)
+        if gap_s is not None:
+            events.append(
+                CgmEvent(
+                    kind=CgmEventKind.GAP_DETECTED,
+                    patient_id=reading.patient_id,
+                    sensor_id=reading.sensor_id,
+                    start_time=datetime.fromtimestamp(points[index - 1].time_s, UTC),
+                    end_time=reading.device_time,
+                    detail=f"no readings for {gap_s / 60:.0f} min",
+                )
+            )
+        previous_faults: frozenset[Fault] = frozenset()
+        if index > 0:
+            # A fault is reported once when it starts, not on every reading that carries it.
+            prev = assess(points, index - 1, night=self._is_night(reading.device_time))
+            previous_faults = prev.faults
+        for fault in sorted(reading.faults - previous_faults - {Fault.WARM_UP}):
+            events.append(self._fault(reading, fault, reading.device_time, f"{fault} started"))
+        if Fault.WARM_UP in reading.faults and not self._warm_up_reported(points, index, reading):
+            events.append(self._fault(reading, Fault.WARM_UP, reading.device_time, "warm-up"))
+        if self._is_night(reading.device_time):
+            episode = compression_episode(points, index)
+            if episode is not None:
+                events.append(
+                    CgmEvent(
+                        kind=CgmEventKind.SENSOR_FAULT,
+                        patient_id=reading.patient_id,
+                        sensor_id=reading.sensor_id,
+                        start_time=datetime.fromtimestamp(episode.start_s, UTC),
+                        end_time=datetime.fromtimestamp(episode.end_s, UTC),
+                        fault=Fault.COMPRESSION_LOW,
+                        detail=(
+                            f"drop {episode.baseline_mg_dl:.0f} → {episode.trough_mg_dl:.0f} "
+                            "mg/dL and recovery"
+                        ),
+                    )
+                )
+        return events
+
+    @staticmethod
+    def _warm_up_reported(points: list[Point], index: int, reading: StoredReading) -> bool:
+        started = reading.sensor_started_at
+        return index > 0 and started is not None and points[index - 1].time_s >= started.timestamp()
+
+    @staticmethod
+    def _fault(reading: StoredReading, fault: Fault, at: datetime, detail: str) -> CgmEvent:
+        return CgmEvent(
+            kind=CgmEventKind.SENSOR_FAULT,
+            patient_id=reading.patient_id,
+            sensor_id=reading.sensor_id,
+            start_time=at,
+            end_time=at,
+            fault=fault,
+            detail=detail,
+        )
