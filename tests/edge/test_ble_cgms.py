@@ -58,6 +58,8 @@ def test_full_measurement_with_crc_vector():
     (m,) = decode_measurements(wire, e2e_crc=True)
     assert float(m.glucose_mg_dl) == 120.0
     assert m.sensor_status.device_battery_low
+    assert m.trend_mg_dl_per_min is not None
+    assert m.quality_pct is not None
     assert float(m.trend_mg_dl_per_min) == -1.5
     assert float(m.quality_pct) == 95.0
     assert encode_measurement(m, e2e_crc=True) == wire
@@ -139,9 +141,10 @@ def measurements(draw):
         cal_temp=draw(st.integers(0, 255)),
         warning=draw(st.integers(0, 255)),
     )
-    present = tuple(
+    warning_p, cal_temp_p, status_p = (
         draw(st.booleans()) or bool(v) for v in (status.warning, status.cal_temp, status.status)
     )
+    present = (warning_p, cal_temp_p, status_p)
     return CgmMeasurement(
         glucose_mg_dl=draw(sfloat_parts),
         time_offset_min=draw(st.integers(0, 0xFFFF)),

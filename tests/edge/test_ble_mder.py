@@ -50,10 +50,11 @@ def test_sfloat_vectors(value, wire):
     ],
 )
 def test_sfloat_special_values(wire, special):
+    assert encode_sfloat(special).hex() == wire
     decoded = decode_sfloat(bytes.fromhex(wire))
     assert decoded.special is special
+    assert encode_sfloat(decoded).hex() == wire
     assert not decoded.is_finite
-    assert encode_sfloat(special).hex() == wire
     with pytest.raises(CodecError):
         _ = decoded.decimal
 
