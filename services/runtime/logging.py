@@ -131,8 +131,8 @@ class _LangerhansHandler(logging.StreamHandler[TextIO]):
 
 def configure_logging(
     settings: Any, *, stream: TextIO | None = None, level: str | None = None
-) -> None:
-    """Install the process-wide log handler for `settings.service_name`.
+) -> logging.Handler:
+    """Install the process-wide log handler for `settings.service_name` and return it.
 
     Uses `settings.log_level` and `settings.log_json`. Calling it again replaces the handler.
     """
@@ -152,3 +152,4 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel((level or settings.log_level).upper())
     logging.captureWarnings(True)
+    return handler

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,7 @@ class DevPki:
 
 
 _DEV_VALIDITY = dt.timedelta(days=365)
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -276,6 +278,10 @@ def ensure_dev_pki(names: Collection[str], directory: Path | None = None) -> Dev
 
     Default location is `var/pki/`. Keys are EC P-256, written with mode 0600.
     """
+    for name in names:
+        # names become file names and DNS names: keep them to a safe alphabet
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError(f"certificate name {name!r} must match {_NAME_RE.pattern}")
     directory = directory if directory is not None else var_dir() / "pki"
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = _load_ca(directory)
