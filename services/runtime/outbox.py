@@ -1,0 +1,299 @@
+"""Transactional outbox: a state change and the event announcing it cannot diverge.
+
+Application code writes the event into the `outbox_events` table in the SAME transaction as
+its state change (`add(session, topic, key, event)`); it never publishes directly. The relay
+reads committed rows in insertion order, publishes them with the idempotent producer, waits
+for the broker's acknowledgement and only then marks them published. A crash before the
+mark means the row is published again after restart with the same stored event id, which
+consumers dedupe on: at-least-once, never lost, never an event for a rolled-back change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.db import new_metadata
+from services.runtime.kafka.envelope import Envelope, ProtoMessage, new_envelope
+from services.runtime.kafka.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
+from services.runtime.kafka.producer import EventProducer
+
+__all__ = [
+    "OutboxRelay",
+    "OutboxRow",
+    "add",
+    "create_tables",
+    "include_in",
+    "metadata",
+    "outbox_events",
+    "pending_count",
+    "pending_rows",
+    "purge_published",
+]
+
+log = logging.getLogger(__name__)
+
+metadata = new_metadata()
+
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    # INTEGER PRIMARY KEY on SQLite is the rowid: monotonically increasing in commit order.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("topic", String(249), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True, index=True),
+)
+
+
+def include_in(target: MetaData) -> None:
+    """Copy the outbox table into a service's metadata (for its Alembic migrations)."""
+    if outbox_events.name not in target.tables:
+        outbox_events.to_metadata(target)
+
+
+def create_tables(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+def add(
+    session: Session,
+    topic: str,
+    key: str,
+    event: ProtoMessage | bytes,
+    *,
+    source: str,
+    clock: Clock | None = None,
+    event_type: str | None = None,
+    event_id: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+) -> Envelope:
+    """Record `event` for `topic` in the caller's transaction (published after it commits).
+
+    The event id is fixed here and stored, so every re-publication carries the same `ce_id`.
+    """
+    if extensions:
+        raise ValueError("extension attributes are not stored by the outbox")
+    now = (clock or SystemClock()).now()
+    envelope = new_envelope(
+        key, event, source=source, time=now, event_type=event_type, event_id=event_id
+    )
+    session.execute(
+        outbox_events.insert().values(
+            event_id=envelope.event_id,
+            topic=topic,
+            key=envelope.key,
+            event_type=envelope.event_type,
+            source=envelope.source,
+            event_time=envelope.time,
+            content_type=envelope.content_type,
+            payload=envelope.data,
+            created_at=now,
+        )
+    )
+    return envelope
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    envelope: Envelope
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def pending_rows(session: Session, limit: int) -> list[OutboxRow]:
+    """The oldest unpublished rows, in insertion order."""
+    rows = session.execute(
+        select(outbox_events)
+        .where(outbox_events.c.published_at.is_(None))
+        .order_by(outbox_events.c.id)
+        .limit(limit)
+    ).mappings()
+    return [
+        OutboxRow(
+            id=row["id"],
+            topic=row["topic"],
+            envelope=Envelope(
+                event_id=row["event_id"],
+                event_type=row["event_type"],
+                source=row["source"],
+                time=_aware(row["event_time"]),
+                key=row["key"],
+                data=bytes(row["payload"]),
+                content_type=row["content_type"],
+            ),
+        )
+        for row in rows
+    ]
+
+
+def pending_count(session: Session) -> int:
+    count = session.execute(
+        select(func.count())
+        .select_from(outbox_events)
+        .where(outbox_events.c.published_at.is_(None))
+    ).scalar_one()
+    return int(count)
+
+
+def purge_published(session: Session, older_than: datetime) -> int:
+    """Delete rows published before `older_than` (keep them as long as consumers dedupe)."""
+    result = session.execute(delete(outbox_events).where(outbox_events.c.published_at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order; run one per service (a thread or process).
+
+    Two relays on the same table would only publish some events twice (consumers dedupe).
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        producer: EventProducer,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.05,
+        ack_timeout_s: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be ≥ 1")
+        self._sessions = session_factory
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._ack_timeout_s = ack_timeout_s
+        self._clock = clock or SystemClock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def publish_pending(self) -> int:
+        """One pass: publish up to `batch_size` rows, wait for acks, mark; returns rows marked."""
+        with self._sessions() as session:
+            rows = pending_rows(session, self._batch_size)
+        if not rows:
+            return 0
+        futures = [(row, self._producer.send_envelope(row.topic, row.envelope)) for row in rows]
+        acknowledged: list[OutboxRow] = []
+        for row, future in futures:
+            try:
+                future.get(timeout=self._ack_timeout_s)
+            except Exception as exc:
+                # Stop at the first failure; this and later rows stay pending and are retried.
+                log.warning("outbox: publishing %s to %s failed: %s", row.id, row.topic, exc)
+                break
+            acknowledged.append(row)
+        if acknowledged:
+            self.mark_published([row.id for row in acknowledged])
+            for row in acknowledged:
+                OUTBOX_PUBLISHED.labels(row.topic).inc()
+        return len(acknowledged)
+
+    def mark_published(self, ids: Sequence[int]) -> None:
+        """Mark rows as published (only after the broker acknowledged them)."""
+        now = self._clock.now()
+        with self._sessions() as session, session.begin():
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                session.execute(
+                    update(outbox_events)
+                    .where(outbox_events.c.id.in_(chunk))
+                    .values(published_at=now)
+                )
+
+    def drain(self, timeout_s: float = 60.0) -> int:
+        """Publish until nothing is pending (or `timeout_s`); returns rows published."""
+        total = 0
+        deadline = threading.Event()
+        timer = threading.Timer(timeout_s, deadline.set)
+        timer.start()
+        try:
+            while not deadline.is_set():
+                published = self.publish_pending()
+                total += published
+                if published == 0:
+                    with self._sessions() as session:
+                        if pending_count(session) == 0:
+                            return total
+                    deadline.wait(self._poll_interval_s)
+        finally:
+            timer.cancel()
+        return total
+
+    def wake(self) -> None:
+        """Tell the relay thread that rows were just committed (skips the poll delay)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        """Publish until `stop()`; errors are logged and retried after a pause."""
+        passes = 0
+        while not self._stop.is_set():
+            try:
+                published = self.publish_pending()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+                published = 0
+                self._stop.wait(1.0)
+            passes += 1
+            if passes % 100 == 0 or published == 0:
+                self._update_pending_gauge()
+            if published == 0:
+                self._wake.wait(self._poll_interval_s)
+                self._wake.clear()
+
+    def _update_pending_gauge(self) -> None:
+        try:
+            with self._sessions() as session:
+                OUTBOX_PENDING.set(pending_count(session))
+        except Exception as exc:
+            log.debug("outbox: pending count failed: %s", exc)
+
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
