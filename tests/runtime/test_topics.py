@@ -63,7 +63,7 @@ def test_replication_and_min_insync_follow_the_cluster() -> None:
 )
 def test_invalid_specs_are_refused(kwargs: dict[str, Any]) -> None:
     base: dict[str, Any] = {"name": "x.y.v1", "partitions": 1, "description": "d"}
-    with pytest.raises(ValueError, match="x.y.v1"):
+    with pytest.raises(ValueError, match=r"x\.y\.v1"):
         TopicSpec(**{**base, **kwargs})
 
 
