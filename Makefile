@@ -62,6 +62,14 @@ $(BUF):
 buf-lint: $(BUF) ## lint the protobuf contracts with buf
 	@cd proto && $(BUF) lint
 
+# Compare against this ref's proto/ (override: make buf-breaking BUF_AGAINST_BRANCH=origin/main).
+BUF_AGAINST_BRANCH ?= main
+.PHONY: buf-breaking
+buf-breaking: $(BUF) ## fail on wire-breaking proto changes against the main branch (buf breaking)
+	@if git cat-file -e $(BUF_AGAINST_BRANCH):proto/buf.yaml 2>/dev/null; then \
+	  cd proto && $(BUF) breaking --against '../.git#branch=$(BUF_AGAINST_BRANCH),subdir=proto'; \
+	else echo "buf-breaking: $(BUF_AGAINST_BRANCH) has no proto/buf.yaml yet; nothing to compare"; fi
+
 .PHONY: kafka-up
 kafka-up: setup ## start the local single-node Kafka broker (KRaft) unless KAFKA_BOOTSTRAP_SERVERS is set
 	@$(VENV)/bin/langerhans kafka up

@@ -73,11 +73,15 @@ def _run_protoc(files: list[Path], out_dir: Path) -> None:
 
 
 def generate(out_dir: Path = PROTO_ROOT, *, quiet: bool = False) -> list[Path]:
-    """Generate code for every proto into `out_dir`; return the files written or changed."""
+    """Generate code for every proto into `out_dir`; return the files written or changed.
+
+    Generated files in `out_dir` that no proto produces any more are deleted.
+    """
     files = proto_files()
     if not files:
         raise SystemExit(f"no .proto files under {PROTO_ROOT}")
     changed: list[Path] = []
+    removed: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="langerhans-proto-") as tmp:
         tmp_dir = Path(tmp)
         _run_protoc(files, tmp_dir)
@@ -89,10 +93,22 @@ def generate(out_dir: Path = PROTO_ROOT, *, quiet: bool = False) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(produced, target)
             changed.append(rel)
+        # Code generated from a .proto that no longer exists would still import: remove it.
+        produced_names = {p.relative_to(tmp_dir) for p in tmp_dir.rglob("*") if p.is_file()}
+        for existing in sorted(out_dir.rglob("*")):
+            rel = existing.relative_to(out_dir)
+            if existing.name.endswith(GENERATED_SUFFIXES) and rel not in produced_names:
+                existing.unlink()
+                removed.append(rel)
     if not quiet:
         for rel in changed:
             print(f"generated {out_dir / rel}")
-        print(f"{len(files)} proto files, {len(changed)} generated files changed")
+        for rel in removed:
+            print(f"removed stale {out_dir / rel}")
+        print(
+            f"{len(files)} proto files: {len(changed)} generated files written, "
+            f"{len(removed)} stale removed"
+        )
     return changed
 
 
