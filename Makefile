@@ -90,7 +90,7 @@ lint: setup ## ruff and mypy (strict)
 	@$(VENV)/bin/mypy
 
 .PHONY: test
-test: setup buf-lint kafka-up ## run the whole test suite (starts the local Kafka broker)
+test: setup buf-lint buf-breaking kafka-up ## run the whole test suite (starts the local Kafka broker)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
