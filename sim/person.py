@@ -251,7 +251,14 @@ _GROUPS: Final[
 }
 _MAX_DRAWS: Final = 1000
 # what a typical day's eating needs (g of carbohydrate), used to turn physiology into a TDD
-_DAILY_CARBS_G: Final[dict[str, float]] = {"child": 160.0, "adolescent": 250.0, "adult": 200.0}
+_DAILY_CARBS_G: Final[dict[str, float]] = {"adolescent": 250.0, "adult": 200.0}
+_CHILD_DAILY_CARBS_G_PER_KG: Final = 4.2
+
+
+def _daily_carbs_g(age_group: AgeGroup, weight_kg: float) -> float:
+    if age_group == "child":
+        return _CHILD_DAILY_CARBS_G_PER_KG * weight_kg
+    return _DAILY_CARBS_G[age_group]
 
 
 def meal_insulin_ratio_g_per_u(
@@ -299,7 +306,10 @@ def make_person(person_id: str, age_group: AgeGroup, rng: np.random.Generator) -
         basal_day_u = basal_for_steady_glucose(params, target) * 24
         if not need_lo <= basal_day_u / weight <= need_hi:
             continue
-        meal_day_u = _DAILY_CARBS_G[age_group] / meal_insulin_ratio_g_per_u(params, target)
+        meal_g = _daily_carbs_g(age_group, weight) / 4.0
+        meal_day_u = _daily_carbs_g(age_group, weight) / meal_insulin_ratio_g_per_u(
+            params, target, meal_g
+        )
         if 0.38 <= basal_day_u / (basal_day_u + meal_day_u) <= 0.55:
             break
     else:  # pragma: no cover - the ranges above are wide enough to make this unreachable
@@ -350,15 +360,22 @@ def _with_settings(
     dawn_basal = basal_for_steady_glucose(params, target, 1.0 + dawn_rise)
     # the clinician's titration: right on average, a few percent off for any one person
     titration = float(np.clip(rng.normal(1.0, 0.04), 0.92, 1.08))
-    base_rate = max(0.05, _round_to(steady_basal * titration, 0.05))
+    base_rate = max(0.025, _round_to(steady_basal * titration, 0.025))
     # dawn segment starts an hour before the rise (insulin acts late) and covers part of it
-    dawn_rate = max(base_rate, _round_to(0.5 * (base_rate + dawn_basal * titration), 0.05))
+    dawn_rate = max(base_rate, _round_to(0.5 * (base_rate + dawn_basal * titration), 0.025))
     schedule = ((0, base_rate), (3 * 60, dawn_rate), (7 * 60, base_rate))
     daily_basal = base_rate * 20 + dawn_rate * 4
     # the TDD the clinician reads off the pump: basal plus what a typical day's meals need
-    tdd = daily_basal + _DAILY_CARBS_G[age_group] / meal_insulin_ratio_g_per_u(params, target)
+    true_carb_ratio = meal_insulin_ratio_g_per_u(
+        params, target, _daily_carbs_g(age_group, weight) / 4.0
+    )
+    tdd = daily_basal + _daily_carbs_g(age_group, weight) / true_carb_ratio
     limits = HARD_LIMITS[age_group]
-    carb_ratio = float(np.clip(_round_to(500.0 / tdd, 0.5), 2.0, 150.0))
+    # start from the 500 rule, then titrate half-way toward what the person's meals show
+    # (follow-up visits): settings stay imperfect, as real ones are
+    carb_ratio = float(
+        np.clip(_round_to(math.sqrt(500.0 / tdd * true_carb_ratio), 0.5), 2.0, 150.0)
+    )
     isf = float(np.clip(_round_to(1800.0 / tdd, 1.0), 10.0, 500.0))
     max_basal = min(limits.max_basal_u_per_h, _round_to(max(dawn_rate * 4.0, 0.5), 0.05))
     # a large meal (≈ 1.5 g/kg capped at 120 g) plus a correction

@@ -24,12 +24,13 @@ __all__ = ["SCENARIOS", "Meal", "PersonPlan", "Scenario", "plan"]
 STEP_MIN: Final = 5
 STEPS_PER_DAY: Final = MINUTES_PER_DAY // STEP_MIN
 
-# (minute of day, carbs range in g by age group child / adolescent / adult)
+# (minute of day, carbs range by age group: child in g/kg — a 20 kg child eats far less than a
+#  40 kg one — adolescent and adult in g)
 _MEALS: Final = (
-    (7 * 60 + 30, ((30, 45), (50, 70), (40, 60))),
-    (12 * 60 + 30, ((40, 60), (60, 90), (50, 80))),
-    (15 * 60 + 30, ((10, 20), (20, 30), (15, 25))),
-    (18 * 60 + 30, ((40, 60), (60, 90), (60, 90))),
+    (7 * 60 + 30, ((0.9, 1.3), (50, 70), (40, 60))),
+    (12 * 60 + 30, ((1.1, 1.5), (60, 90), (50, 80))),
+    (15 * 60 + 30, ((0.4, 0.6), (20, 30), (15, 25))),
+    (18 * 60 + 30, ((1.1, 1.5), (60, 90), (60, 90))),
 )
 _GROUP_INDEX: Final = {"child": 0, "adolescent": 1, "adult": 2}
 
@@ -139,6 +140,8 @@ def plan(scenario: Scenario, person: VirtualPerson, rng: np.random.Generator) ->
         for day in range(scenario.days):
             for minute, ranges in _MEALS:
                 lo, hi = ranges[g]
+                if person.age_group == "child":
+                    lo, hi = lo * person.weight_kg, hi * person.weight_kg
                 eat = day * MINUTES_PER_DAY + minute + int(rng.integers(-30, 31))
                 carbs = float(round(rng.uniform(lo, hi)))
                 announced = carbs
