@@ -104,6 +104,20 @@ test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
 bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus …
 	@$(PY) -m bench.bus
 
+CONTROLLER ?= baseline
+
+.PHONY: bench-sim
+bench-sim: setup ## simulation speed, 30 virtual people × 14 days: RESULT sim …
+	@$(PY) -m bench.sim
+
+.PHONY: bench-clinical
+bench-clinical: setup ## every in-silico scenario over the cohort (CONTROLLER=baseline): RESULT clinical …
+	@$(PY) -m bench.clinical --controller $(CONTROLLER)
+
+.PHONY: sim-plots
+sim-plots: setup ## PNGs of a simulated day and the cohort AGP into docs/img/
+	@$(PY) -m sim.plots
+
 .PHONY: clean
 clean: ## remove build products (keeps var/ data)
 	rm -rf build $(PROTO_STAMP) $(KERNEL_STAMP)

@@ -26,7 +26,8 @@ def plot_day(result: RunResult, person_index: int, day: int, path: Path) -> Path
     cgm = result.cgm_mg_dl[person_index, sl].astype(float)
     cgm[cgm < 0] = np.nan
     # pulses of 0.05 U make the per-step rate flicker: show the 30-minute mean
-    basal_rate = np.convolve(result.basal_u[person_index, sl], np.ones(6) / 6, mode="same") * 12
+    basal_all = result.basal_u[person_index]
+    basal_rate = (np.convolve(basal_all, np.ones(6) / 6, mode="same") * 60.0 / STEP_MIN)[sl]
     bolus = result.bolus_u[person_index, sl]
     carbs = result.carbs_g[person_index, sl]
     rescue = result.rescue_carbs_g[person_index, sl]
@@ -99,3 +100,24 @@ def plot_agp(result: RunResult, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main() -> None:
+    """`make sim-plots`: a day of one adult and the cohort AGP (standard scenario, baseline)."""
+    from sim.person import make_cohort
+    from sim.runner import run_cohort
+    from sim.scenarios import SCENARIOS
+
+    people = make_cohort()
+    result = run_cohort(people, SCENARIOS["standard"], "baseline", seed=7)
+    person = next(i for i, p in enumerate(people) if p.age_group == "adult")
+    out = Path("docs/img")
+    for path in (
+        plot_day(result, person, 2, out / "sim_day.png"),
+        plot_agp(result, out / "sim_agp.png"),
+    ):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
