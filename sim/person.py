@@ -359,10 +359,10 @@ def _with_settings(
     steady_basal = basal_for_steady_glucose(params, target)
     dawn_basal = basal_for_steady_glucose(params, target, 1.0 + dawn_rise)
     # the clinician's titration: right on average, a few percent off for any one person
-    titration = float(np.clip(rng.normal(1.0, 0.04), 0.92, 1.08))
-    base_rate = max(0.025, _round_to(steady_basal * titration, 0.025))
+    titration = float(np.clip(rng.normal(1.0, 0.01), 0.98, 1.02))
+    base_rate = max(0.01, _round_to(steady_basal * titration, 0.01))
     # dawn segment starts an hour before the rise (insulin acts late) and covers part of it
-    dawn_rate = max(base_rate, _round_to(0.5 * (base_rate + dawn_basal * titration), 0.025))
+    dawn_rate = max(base_rate, _round_to(0.5 * (base_rate + dawn_basal * titration), 0.01))
     schedule = ((0, base_rate), (3 * 60, dawn_rate), (7 * 60, base_rate))
     daily_basal = base_rate * 20 + dawn_rate * 4
     # the TDD the clinician reads off the pump: basal plus what a typical day's meals need
