@@ -1,0 +1,139 @@
+"""Dependencies as `Annotated` aliases, so routes read as one line of intent.
+
+- `SessionDep`: the request's unit of work; commits once after the endpoint succeeds.
+- `CurrentUser`: a verified app access token whose session is still live.
+- `PatientViewer`, `PatientTreater`, `PatientSettingsEditor`, `PatientOwner`: the caller's
+  relation to the person named by the `{person_id}` path parameter grants that permission.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from gateway.access import Caller, PatientContext, Permission, Role, permissions_for
+from gateway.accounts.repository import AccountRepository, RefreshTokenRepository
+from gateway.errors import AppError, Forbidden, NotFound, Unauthenticated
+from gateway.runtime import Runtime
+from gateway.security.tokens import APP_AUDIENCE, AccessClaims
+from gateway.settings import GatewaySettings
+from services.runtime.clock import Clock
+
+__all__ = [
+    "ClockDep",
+    "CurrentUser",
+    "PatientOwner",
+    "PatientSettingsEditor",
+    "PatientTreater",
+    "PatientViewer",
+    "RuntimeDep",
+    "SessionDep",
+    "SettingsDep",
+    "bearer_token",
+    "patient_access",
+    "verify_live_token",
+]
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = request.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> GatewaySettings:
+    return runtime.settings
+
+
+def get_clock(runtime: RuntimeDep) -> Clock:
+    return runtime.clock
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    session = runtime.session_factory()
+    try:
+        yield session
+        session.commit()
+    except AppError as exc:
+        if exc.keep_changes:
+            session.commit()
+        else:
+            session.rollback()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="access token from /api/v1/auth/token")
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("a bearer access token is required")
+    return credentials.credentials
+
+
+def verify_live_token(
+    runtime: Runtime, session: Session, token: str, audience: str
+) -> AccessClaims:
+    """Decode the token and check its session was not revoked and its account is enabled."""
+    claims = runtime.tokens.decode(token, audience)
+    if not RefreshTokenRepository(session).family_is_live(claims.session_id, claims.subject):
+        raise Unauthenticated("session revoked")
+    account = AccountRepository(session).get(claims.subject)
+    if account is None or account.disabled or account.role != claims.role:
+        raise Unauthenticated("account not active")
+    return claims
+
+
+def get_current_user(
+    runtime: RuntimeDep, session: SessionDep, token: Annotated[str, Depends(bearer_token)]
+) -> Caller:
+    claims = verify_live_token(runtime, session, token, APP_AUDIENCE)
+    return Caller(claims.subject, Role(claims.role), claims.session_id)
+
+
+CurrentUser = Annotated[Caller, Depends(get_current_user)]
+
+
+def patient_access(permission: Permission) -> Callable[..., PatientContext]:
+    """Dependency: the caller must hold `permission` over the path's `{person_id}`."""
+
+    def check(
+        person_id: Annotated[str, Path(min_length=1, max_length=36)],
+        caller: CurrentUser,
+        session: SessionDep,
+    ) -> PatientContext:
+        granted = permissions_for(session, caller, person_id)
+        if not granted:
+            # Same answer whether or not the person exists: ids are not probeable.
+            raise NotFound("no such person, or no access")
+        if permission not in granted:
+            raise Forbidden(f"this needs the '{permission}' permission for that person")
+        return PatientContext(person_id, caller, granted)
+
+    return check
+
+
+PatientViewer = Annotated[PatientContext, Depends(patient_access(Permission.VIEW))]
+PatientTreater = Annotated[PatientContext, Depends(patient_access(Permission.REMOTE_BOLUS))]
+PatientSettingsEditor = Annotated[PatientContext, Depends(patient_access(Permission.EDIT_SETTINGS))]
+PatientOwner = Annotated[PatientContext, Depends(patient_access(Permission.MANAGE))]
