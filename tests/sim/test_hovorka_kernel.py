@@ -48,9 +48,9 @@ def test_rejects_bad_shapes_and_leaves_state_unchanged(cohort):
     before = state.copy()
     with pytest.raises(ValueError, match="columns"):
         step_block(state, params, np.zeros((1, N_INPUTS - 1)))
+    bad = np.ones((1, N_INPUTS))
+    bad[0, 0] = -1.0
     with pytest.raises(ValueError, match="non-negative"):
-        bad = np.ones((1, N_INPUTS))
-        bad[0, 0] = -1.0
         step_block(state, params, bad)
     with pytest.raises(ValueError, match="dt_min"):
         step_block(state, params, np.ones((1, N_INPUTS)), dt_min=2.0)
