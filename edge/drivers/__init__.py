@@ -1,0 +1,1 @@
+"""Device drivers behind one interface: simulated (sim/) and Bluetooth (CGMS/IDS)."""
