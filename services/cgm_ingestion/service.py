@@ -123,6 +123,8 @@ class ReadingStore(Protocol):
 
     def latest_time(self, patient_id: str, sensor_id: str) -> datetime | None: ...
 
+    def note_sensor(self, sensor_id: str, seen: datetime) -> None: ...
+
 
 class IngestionService:
     """Accepts raw readings one at a time, in any order, any number of times."""
@@ -171,6 +173,7 @@ class IngestionService:
         later = [r for r in series if r.device_time > t]
         earlier = [r for r in series if r.device_time < t]
         sensor_start = valid.sensor_started_at or self._store.first_seen(valid.sensor_id) or t
+        self._store.note_sensor(valid.sensor_id, t)
         placeholder = StoredReading(
             patient_id=valid.patient_id,
             sensor_id=valid.sensor_id,

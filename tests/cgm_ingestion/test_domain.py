@@ -199,6 +199,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.rows: dict[str, StoredReading] = {}
         self.rejections: list[tuple[RawReading, Rejection]] = []
+        self.sensors: dict[str, datetime] = {}
 
     def find(self, identity: str) -> StoredReading | None:
         return self.rows.get(identity)
@@ -224,8 +225,10 @@ class FakeStore:
         self.rejections.append((raw, rejection))
 
     def first_seen(self, sensor_id):
-        times = [r.device_time for r in self.rows.values() if r.sensor_id == sensor_id]
-        return min(times) if times else None
+        return self.sensors.get(sensor_id)
+
+    def note_sensor(self, sensor_id, seen):
+        self.sensors[sensor_id] = min(seen, self.sensors.get(sensor_id, seen))
 
     def latest_time(self, patient_id, sensor_id):
         times = [

@@ -1,0 +1,255 @@
+"""cgm-ingestion on Kafka: the raw-reading handler and the outgoing event shapes.
+
+The only module of the service that knows topics. The handler changes storage and writes
+outgoing events into the outbox in the runner's transaction; it never commits or publishes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from langerhans.cgm.v1 import cgm_pb2
+from langerhans.common.v1 import common_pb2
+from sqlalchemy.orm import Session
+
+from services.cgm_ingestion.assessment import Fault, Trend
+from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, RejectReason
+from services.cgm_ingestion.repository import ReadingRepository
+from services.cgm_ingestion.service import (
+    CgmEvent,
+    CgmEventKind,
+    IngestionService,
+    IngestOutcome,
+    StoredReading,
+)
+from services.runtime import outbox
+from services.runtime.clock import Clock
+from services.runtime.kafka.envelope import Envelope, MalformedEventError
+
+__all__ = [
+    "EVENTS_TOPIC",
+    "RAW_TOPIC",
+    "READINGS_TOPIC",
+    "SOURCE",
+    "handle_raw",
+    "make_handler",
+    "measured_order_key",
+    "raw_from_proto",
+    "reading_to_proto",
+]
+
+RAW_TOPIC = "cgm.readings.raw.v1"
+READINGS_TOPIC = "cgm.readings.v1"
+EVENTS_TOPIC = "cgm.events.v1"
+SOURCE = "langerhans/cgm-ingestion"
+_ID_NAMESPACE = uuid.UUID("6f1d3c2e-8a57-4c1b-9e53-3f7d2b0c9a11")
+
+_UNITS = {
+    common_pb2.GLUCOSE_UNIT_MG_DL: "mg/dL",
+    common_pb2.GLUCOSE_UNIT_MMOL_L: "mmol/L",
+}
+_TRENDS = {
+    Trend.DOUBLE_UP: common_pb2.TREND_DOUBLE_UP,
+    Trend.SINGLE_UP: common_pb2.TREND_SINGLE_UP,
+    Trend.FORTY_FIVE_UP: common_pb2.TREND_FORTY_FIVE_UP,
+    Trend.FLAT: common_pb2.TREND_FLAT,
+    Trend.FORTY_FIVE_DOWN: common_pb2.TREND_FORTY_FIVE_DOWN,
+    Trend.SINGLE_DOWN: common_pb2.TREND_SINGLE_DOWN,
+    Trend.DOUBLE_DOWN: common_pb2.TREND_DOUBLE_DOWN,
+    Trend.NOT_COMPUTABLE: common_pb2.TREND_NOT_COMPUTABLE,
+    Trend.RATE_OUT_OF_RANGE: common_pb2.TREND_RATE_OUT_OF_RANGE,
+}
+_FLAGS = {
+    RangeFlag.IN_RANGE: cgm_pb2.GLUCOSE_RANGE_FLAG_IN_RANGE,
+    RangeFlag.LOW: cgm_pb2.GLUCOSE_RANGE_FLAG_LOW,
+    RangeFlag.HIGH: cgm_pb2.GLUCOSE_RANGE_FLAG_HIGH,
+}
+_FAULTS = {
+    Fault.COMPRESSION_LOW: cgm_pb2.SENSOR_FAULT_COMPRESSION_LOW,
+    Fault.FLAT_SIGNAL: cgm_pb2.SENSOR_FAULT_FLAT,
+    Fault.JUMP: cgm_pb2.SENSOR_FAULT_JUMP,
+    Fault.WARM_UP: cgm_pb2.SENSOR_FAULT_WARM_UP,
+}
+_REASONS = {
+    RejectReason.UNDECODABLE: cgm_pb2.REJECTION_REASON_MISSING_FIELD,
+    RejectReason.MISSING_PATIENT: cgm_pb2.REJECTION_REASON_MISSING_FIELD,
+    RejectReason.MISSING_SENSOR: cgm_pb2.REJECTION_REASON_MISSING_FIELD,
+    RejectReason.MISSING_TIMESTAMP: cgm_pb2.REJECTION_REASON_MISSING_FIELD,
+    RejectReason.NAIVE_TIMESTAMP: cgm_pb2.REJECTION_REASON_MISSING_FIELD,
+    RejectReason.FUTURE_TIMESTAMP: cgm_pb2.REJECTION_REASON_FUTURE_TIMESTAMP,
+    RejectReason.TOO_OLD: cgm_pb2.REJECTION_REASON_TOO_OLD,
+    RejectReason.UNKNOWN_UNIT: cgm_pb2.REJECTION_REASON_UNKNOWN_UNIT,
+    RejectReason.NON_FINITE_VALUE: cgm_pb2.REJECTION_REASON_IMPLAUSIBLE_VALUE,
+    RejectReason.IMPLAUSIBLE_VALUE: cgm_pb2.REJECTION_REASON_IMPLAUSIBLE_VALUE,
+    RejectReason.CONFLICTING_DUPLICATE: cgm_pb2.REJECTION_REASON_CONFLICTING_DUPLICATE,
+}
+
+
+def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawReading:
+    device_time = message.measured_at.ToDatetime(UTC) if message.HasField("measured_at") else None
+    started = None
+    if device_time is not None and message.sensor_age_min:
+        started = device_time - timedelta(minutes=message.sensor_age_min)
+    unit = _UNITS.get(message.glucose.unit, f"unit#{message.glucose.unit}")
+    return RawReading(
+        patient_id=message.patient_id,
+        sensor_id=message.sensor_id,
+        device_time=device_time,
+        value=message.glucose.value if message.HasField("glucose") else float("nan"),
+        unit=unit,
+        sensor_started_at=started,
+        event_id=event_id or message.source_record_id,
+    )
+
+
+def reading_to_proto(
+    reading: StoredReading, *, source: int = 0, device_id: str = "", original_unit: int = 0
+) -> cgm_pb2.CgmReading:
+    message = cgm_pb2.CgmReading(
+        reading_id=reading_id(reading.identity),
+        patient_id=reading.patient_id,
+        device_id=device_id,
+        sensor_id=reading.sensor_id,
+        glucose_mg_dl=float(reading.glucose_mg_dl),
+        range_flag=_FLAGS[reading.range_flag],
+        trend=_TRENDS[reading.trend],
+        noise_level=reading.noise_level,
+        quality_score=float(reading.quality),
+        faults=[_FAULTS[f] for f in sorted(reading.faults) if f in _FAULTS],
+        source=source,  # type: ignore[arg-type]
+        backfill=reading.backfilled,
+        original_unit=original_unit,  # type: ignore[arg-type]
+    )
+    message.measured_at.FromDatetime(reading.device_time)
+    message.received_at.FromDatetime(reading.received_at)
+    if reading.rate_mg_dl_per_min is not None:
+        message.rate_mg_dl_per_min = reading.rate_mg_dl_per_min
+    return message
+
+
+def reading_id(identity: str) -> str:
+    """Stable id of a validated reading (also its event id: re-publication dedupes)."""
+    return str(uuid.uuid5(_ID_NAMESPACE, identity))
+
+
+def _event_to_proto(event: CgmEvent, now: datetime) -> cgm_pb2.CgmEvent:
+    key = f"{event.kind}|{event.patient_id}|{event.sensor_id}|{event.fault}|{event.start_time}"
+    message = cgm_pb2.CgmEvent(
+        event_id=str(uuid.uuid5(_ID_NAMESPACE, key)), patient_id=event.patient_id
+    )
+    message.detected_at.FromDatetime(now)
+    if event.kind is CgmEventKind.GAP_DETECTED:
+        gap_min = int((event.end_time - event.start_time).total_seconds() // 60)
+        message.gap_detected.sensor_id = event.sensor_id
+        message.gap_detected.gap.start_time.FromDatetime(event.start_time)
+        message.gap_detected.gap.end_time.FromDatetime(event.end_time)
+        message.gap_detected.gap_min = gap_min
+        message.gap_detected.missing_readings = max(0, gap_min // 5 - 1)
+    else:
+        assert event.fault is not None
+        message.sensor_fault_detected.sensor_id = event.sensor_id
+        message.sensor_fault_detected.fault = _FAULTS.get(
+            event.fault, cgm_pb2.SENSOR_FAULT_DEVICE_REPORTED
+        )
+        message.sensor_fault_detected.detail = event.detail
+    return message
+
+
+def publish_outcome(
+    session: Session,
+    outcome: IngestOutcome,
+    clock: Clock,
+    raw: cgm_pb2.RawCgmReading | None = None,
+    *,
+    readings_topic: str = READINGS_TOPIC,
+    events_topic: str = EVENTS_TOPIC,
+) -> None:
+    """Put a handled reading's outgoing events into the outbox (same transaction)."""
+    if outcome.reading is not None:
+        reading = outcome.reading
+        message = reading_to_proto(
+            reading,
+            source=raw.source if raw is not None else 0,
+            device_id=raw.device_id if raw is not None else "",
+            original_unit=raw.glucose.unit if raw is not None else 0,
+        )
+        outbox.add(
+            session,
+            readings_topic,
+            reading.patient_id,
+            message,
+            source=SOURCE,
+            clock=clock,
+            event_id=message.reading_id,
+        )
+    for event in outcome.events:
+        proto = _event_to_proto(event, clock.now())
+        outbox.add(
+            session,
+            events_topic,
+            event.patient_id,
+            proto,
+            source=SOURCE,
+            clock=clock,
+            event_id=proto.event_id,
+        )
+
+
+def handle_raw(
+    envelope: Envelope,
+    session: Session,
+    clock: Clock,
+    night_time_zone: str,
+    *,
+    readings_topic: str = READINGS_TOPIC,
+    events_topic: str = EVENTS_TOPIC,
+) -> None:
+    """One raw reading: validate, dedupe, store, assess; outgoing events into the outbox."""
+    repository = ReadingRepository(session)
+    service = IngestionService(repository, clock, night_time_zone)
+    try:
+        message = envelope.parse(cgm_pb2.RawCgmReading)
+    except MalformedEventError as exc:
+        # Garbage is recorded with its bytes, never dropped and never a crash.
+        raw = RawReading(envelope.key, "", None, float("nan"), "", event_id=envelope.event_id)
+        repository.add_rejection(
+            raw, Rejection(RejectReason.UNDECODABLE, str(exc)), clock.now(), envelope.data
+        )
+        return
+    raw = raw_from_proto(message, envelope.event_id)
+    outcome = service.ingest(raw)
+    publish_outcome(
+        session, outcome, clock, message, readings_topic=readings_topic, events_topic=events_topic
+    )
+
+
+def measured_order_key(envelope: Envelope) -> tuple[str, float]:
+    """Sort key putting one poll's readings of a person in measurement order (garbage first)."""
+    try:
+        message = envelope.parse(cgm_pb2.RawCgmReading)
+    except MalformedEventError:
+        return envelope.key, float("-inf")
+    if not message.HasField("measured_at"):
+        return envelope.key, float("-inf")
+    return envelope.key, message.measured_at.seconds + message.measured_at.nanos / 1e9
+
+
+def make_handler(
+    clock: Clock,
+    night_time_zone: str = "UTC",
+    readings_topic: str = READINGS_TOPIC,
+    events_topic: str = EVENTS_TOPIC,
+) -> Callable[[Envelope, Session], None]:
+    def handler(envelope: Envelope, session: Session) -> None:
+        handle_raw(
+            envelope,
+            session,
+            clock,
+            night_time_zone,
+            readings_topic=readings_topic,
+            events_topic=events_topic,
+        )
+
+    return handler

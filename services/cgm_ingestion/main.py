@@ -1,0 +1,122 @@
+"""`langerhans serve cgm-ingestion`: raw-reading consumer, outbox relay, gRPC API, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from langerhans.cgm.v1 import cgm_ingestion_service_pb2 as pb
+from langerhans.cgm.v1 import cgm_ingestion_service_pb2_grpc as pb_grpc
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.cgm_ingestion.events import (
+    EVENTS_TOPIC,
+    RAW_TOPIC,
+    READINGS_TOPIC,
+    SOURCE,
+    make_handler,
+    measured_order_key,
+)
+from services.cgm_ingestion.repository import metadata
+from services.cgm_ingestion.servicer import CgmIngestionServicer
+from services.runtime import migrations
+from services.runtime.db import create_service_engine
+from services.runtime.grpc_server import run_service, servicer
+from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.envelope import Envelope
+from services.runtime.kafka.producer import EventProducer
+from services.runtime.outbox import OutboxRelay
+from services.runtime.settings import ServiceSettings
+
+__all__ = ["CgmIngestionSettings", "build", "serve"]
+
+SERVICE = "cgm-ingestion"
+log = logging.getLogger(__name__)
+
+
+class CgmIngestionSettings(ServiceSettings):
+    service_name: str = SERVICE
+    consumer_group: str = "cgm-ingestion"
+    # Night hours for compression-low recognition are read in this zone.
+    night_time_zone: str = "UTC"
+    transaction_batch: int = 200
+    raw_topic: str = RAW_TOPIC
+    readings_topic: str = READINGS_TOPIC
+    events_topic: str = EVENTS_TOPIC
+
+
+class TimeOrderedRunner(ConsumerRunner):
+    """Handles each poll's run of raw readings in measurement order per person.
+
+    A hub's backfill after an outage arrives as a burst in any order; sorting the burst before
+    handling publishes it downstream in time order. Readings arriving in a later poll than
+    newer ones are still published once, flagged as backfill.
+    """
+
+    def _handle_batch(self, envelopes: list[Envelope]) -> tuple[int, int]:
+        return super()._handle_batch(sorted(envelopes, key=measured_order_key))
+
+
+def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]]:
+    """Migrate the service's schema and return its engine and session factory."""
+    migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
+    engine = create_service_engine(SERVICE, settings.database_url)
+    return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None) -> None:
+    clock = settings.clock()
+    engine, sessions = build(settings)
+    producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
+    relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.01)
+    runner = TimeOrderedRunner(
+        RunnerConfig(
+            group_id=settings.consumer_group,
+            topics=[settings.raw_topic],
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            transaction_batch=settings.transaction_batch,
+            poll_timeout_ms=50,
+        ),
+        make_handler(
+            clock, settings.night_time_zone, settings.readings_topic, settings.events_topic
+        ),
+        sessions,
+        clock=clock,
+    )
+
+    async def consume(stop_event: asyncio.Event) -> None:
+        relay.start()
+        task = asyncio.create_task(
+            asyncio.to_thread(runner.run, install_signal_handlers=False), name="consumer"
+        )
+        waiter = asyncio.create_task(stop_event.wait())
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        runner.stop()
+        waiter.cancel()
+        try:
+            await task
+        finally:
+            relay.stop()
+            producer.close()
+        if task in done and not stop_event.is_set():
+            raise RuntimeError("the raw-reading consumer stopped unexpectedly")
+
+    definition = servicer(
+        pb.DESCRIPTOR.services_by_name["CgmIngestionService"].full_name,
+        pb_grpc.add_CgmIngestionServiceServicer_to_server,
+        CgmIngestionServicer(sessions, clock, settings.night_time_zone),
+    )
+    try:
+        await run_service(settings, [definition], workers=[consume], metrics=True, stop=stop)
+    finally:
+        engine.dispose()
+
+
+def serve() -> int:
+    from services.runtime.logging import configure_logging
+
+    settings = CgmIngestionSettings()
+    configure_logging(settings)
+    asyncio.run(run(settings))
+    return 0
