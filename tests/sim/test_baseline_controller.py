@@ -35,6 +35,8 @@ def test_meal_bolus_is_carbs_over_ratio_plus_correction(cohort):
     ctl2 = BaselineController(th)
     high = int(th.target_mg_dl + 2 * th.isf_mg_dl_per_u)
     out2 = ctl2.step(_inp(pump, 0, high, [CarbAnnouncement(0, 60.0)]))
+    assert out2 is not None
+    assert out2.bolus is not None
     assert out2.bolus.amount_u == pytest.approx(min(expected + 2.0, th.max_bolus_u), abs=0.05)
 
 
@@ -46,6 +48,7 @@ def test_correction_only_after_two_hours_high_and_minus_iob(cohort):
         assert ctl.step(_inp(pump, t, 300)) is None
     out = ctl.step(_inp(pump, 120, 300))
     assert out is not None
+    assert out.bolus is not None
     amount = out.bolus.amount_u
     assert amount == pytest.approx(
         min((300 - th.target_mg_dl) / th.isf_mg_dl_per_u, th.max_bolus_u), abs=0.05
