@@ -148,7 +148,7 @@ def deposit(bins: list[float], origin: int, rel_min: float, units: float) -> Non
         bins[k0 + 1 + origin] += units * f
 
 
-def deposit_doses(
+def deposit_doses(  # noqa: PLR0917 — mirrors the compiled kernel's positional signature
     bins: list[float],
     origin: int,
     now_s: float,

@@ -63,7 +63,7 @@ def _floor_to(x: float, inc: float) -> float:
     return math.floor(x / inc + 1e-9) * inc
 
 
-def decide_packed_reference(
+def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's positional signature
     params: F64,
     cgm_t_s: F64,
     cgm_mg_dl: F64,
@@ -90,7 +90,11 @@ def decide_packed_reference(
     age = int(p[Param.AGE_GROUP])
     isf, cr = p[Param.ISF], p[Param.CR]
     min_bg, max_bg = p[Param.MIN_BG], p[Param.MAX_BG]
-    td, tp, delay = p[Param.INSULIN_DURATION_MIN], p[Param.INSULIN_PEAK_MIN], p[Param.INSULIN_DELAY_MIN]
+    td, tp, delay = (
+        p[Param.INSULIN_DURATION_MIN],
+        p[Param.INSULIN_PEAK_MIN],
+        p[Param.INSULIN_DELAY_MIN],
+    )
     imodel, cmodel = int(p[Param.INSULIN_MODEL]), int(p[Param.CARB_MODEL])
     utc = p[Param.UTC_OFFSET_MIN]
     run_rate, run_rem = p[Param.RUNNING_TEMP_RATE], p[Param.RUNNING_TEMP_REMAINING_MIN]
@@ -116,15 +120,12 @@ def decide_packed_reference(
     sched_now = scheduled_basal(minute_of_day(0.0, now, utc), sched_start, sched_rate)
     max_sched = max(0.0, *sched_rate)
     max_safe = max_basal_eff
-    if 3.0 * max_sched < max_safe:
-        max_safe = 3.0 * max_sched
-    if 4.0 * sched_now < max_safe:
-        max_safe = 4.0 * sched_now
+    max_safe = min(max_safe, 3.0 * max_sched)
+    max_safe = min(max_safe, 4.0 * sched_now)
     running = (not math.isnan(run_rate)) and run_rem > 0.0
     cur_rate = run_rate if running else sched_now
     threshold = min_bg - 0.5 * (min_bg - 40.0)
-    if p[Param.SUSPEND_THRESHOLD] > threshold:
-        threshold = p[Param.SUSPEND_THRESHOLD]
+    threshold = max(threshold, p[Param.SUSPEND_THRESHOLD])
     target = 0.5 * (min_bg + max_bg)
     o[Out.SCHEDULED_BASAL] = sched_now
     o[Out.MAX_SAFE_BASAL] = max_safe
@@ -230,9 +231,7 @@ def decide_packed_reference(
         if ddt[i] <= 0.0 or ddt[i] > 15.0:
             continue
         x = (cgm_t[c0 + i] - now) / 60.0
-        if all(
-            _overlap(x, x + ddt[i], crel[j], crel[j] + 1.5 * cabs[j]) <= 0.0 for j in range(nc)
-        ):
+        if all(_overlap(x, x + ddt[i], crel[j], crel[j] + 1.5 * cabs[j]) <= 0.0 for j in range(nc)):
             sens_devs.append((dbg[i] + isf * de[i]) * STEP_MIN / ddt[i])
     raw_ratio = 1.0
     n_sens = len(sens_devs)
