@@ -20,6 +20,12 @@ from edge.ble.mder import MderNumber, decode_sfloat, encode_sfloat
 
 __all__ = [
     "CGMS_SERVICE_UUID16",
+    "CGM_FEATURE_UUID16",
+    "CGM_MEASUREMENT_UUID16",
+    "CGM_SESSION_RUN_TIME_UUID16",
+    "CGM_SESSION_START_TIME_UUID16",
+    "CGM_SOCP_UUID16",
+    "CGM_STATUS_UUID16",
     "CgmFeature",
     "CgmFeatureFlag",
     "CgmMeasurement",
@@ -47,6 +53,12 @@ __all__ = [
 ]
 
 CGMS_SERVICE_UUID16 = 0x181F
+CGM_MEASUREMENT_UUID16 = 0x2AA7
+CGM_FEATURE_UUID16 = 0x2AA8
+CGM_STATUS_UUID16 = 0x2AA9
+CGM_SESSION_START_TIME_UUID16 = 0x2AAA
+CGM_SESSION_RUN_TIME_UUID16 = 0x2AAB
+CGM_SOCP_UUID16 = 0x2AAC
 
 # CGM Measurement flags (bit positions)
 _TREND_PRESENT = 0x01

@@ -20,6 +20,11 @@ from edge.ble.errors import CodecError
 from edge.ble.mder import MderNumber, decode_sfloat, encode_sfloat
 
 __all__ = [
+    "IDD_COMMAND_CP_UUID16",
+    "IDD_COMMAND_DATA_UUID16",
+    "IDD_HISTORY_DATA_UUID16",
+    "IDD_STATUS_READER_CP_UUID16",
+    "IDD_STATUS_UUID16",
     "IDS_SERVICE_UUID16",
     "ActivationType",
     "BolusDeliveredPart1",
@@ -58,6 +63,16 @@ __all__ = [
 ]
 
 IDS_SERVICE_UUID16 = 0x183A
+# characteristic UUIDs (SIG assigned numbers)
+IDD_STATUS_CHANGED_UUID16 = 0x2B20
+IDD_STATUS_UUID16 = 0x2B21
+IDD_ANNUNCIATION_STATUS_UUID16 = 0x2B22
+IDD_FEATURES_UUID16 = 0x2B23
+IDD_STATUS_READER_CP_UUID16 = 0x2B24
+IDD_COMMAND_CP_UUID16 = 0x2B25
+IDD_COMMAND_DATA_UUID16 = 0x2B26
+IDD_RACP_UUID16 = 0x2B27
+IDD_HISTORY_DATA_UUID16 = 0x2B28
 
 
 def _wrap(payload: bytes, e2e_counter: int | None) -> bytes:
