@@ -139,7 +139,7 @@ class Pump:
             temp_basal_remaining_min=max(0, self._temp_end_min - t_min) if temp_active else 0,
             suspended=self._suspended,
             bolus_remaining_u=round(
-                sum(b.immediate_left_u + b.extended_left_u for b in self._boluses), 4
+                float(sum(b.immediate_left_u + b.extended_left_u for b in self._boluses)), 4
             ),
             reservoir_u=round(self.reservoir_u, 3),
             battery_pct=round(self.battery_pct, 2),
@@ -273,6 +273,10 @@ class Pump:
         self.history.append(PumpEvent(t_min, "alarm", 0.0, fault.value))
 
     # ------------------------------------------------------------------ delivery
+    def flush_basal_record(self, t_min: int) -> None:
+        """Write the basal record of the unfinished period now (e.g. at the end of a run)."""
+        self._flush_basal(t_min)
+
     def _flush_basal(self, t_min: int) -> None:
         pending = self.pumped_basal_u - self._basal_logged_u
         if pending > _EPS:

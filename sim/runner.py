@@ -52,7 +52,7 @@ class RunResult:
     people: list[VirtualPerson]
     seed: int
     glucose_mg_dl: FloatArray  # true blood glucose at each step
-    cgm_mg_dl: npt.NDArray[np.int64]  # −1 where there was no reading
+    cgm_mg_dl: npt.NDArray[np.int64]  # −1: no reading; 39 / 401: LOW / HIGH
     basal_u: FloatArray  # pumped per step
     bolus_u: FloatArray
     to_body_u: FloatArray

@@ -57,7 +57,7 @@ def test_insulin_mass_balance(cohort):
     result = run_cohort(people, SCENARIOS["standard"], seed=2, days=2)
     for i, pump in enumerate(result.pumps):
         person = result.people[i]
-        pump._flush_basal(int(result.t_min[-1]) + 5)  # log the unfinished hour's basal too
+        pump.flush_basal_record(int(result.t_min[-1]) + 5)  # log the unfinished hour's basal too
         logged = sum(e.amount_u for e in pump.history if e.kind in ("basal", "bolus_delivered"))
         # the log accounts for every unit pumped, and the pump pumped basal + bolus
         assert logged == pytest.approx(pump.pumped_u, abs=1e-6)
