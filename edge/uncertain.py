@@ -135,6 +135,11 @@ class UncertainDeliveryTracker:
         if row is not None:
             return f"command {command.command_id} was already sent ({row[0]}); never re-sent"
         if command.origin == _AUTOMATIC and _adds_insulin(command):
+            in_flight = self._db.execute(
+                "SELECT command_id FROM delivery WHERE state = ?", (DeliveryState.SENDING.value,)
+            ).fetchall()
+            if in_flight:
+                return f"command {in_flight[0][0]} is still being sent to the pump"
             pending = self.uncertain()
             if pending:
                 return (

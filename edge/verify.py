@@ -72,6 +72,11 @@ class RejectionReason(enum.Enum):
     DELIVERY_UNCERTAIN = "DELIVERY_UNCERTAIN"
     CLOCK_SKEW = "CLOCK_SKEW"
     NOT_PERMITTED = "NOT_PERMITTED"
+    BOLUS_IN_PROGRESS = "BOLUS_IN_PROGRESS"
+    PUMP_SUSPENDED = "PUMP_SUSPENDED"
+    RESERVOIR_INSUFFICIENT = "RESERVOIR_INSUFFICIENT"
+    PUMP_ERROR = "PUMP_ERROR"
+    PUMP_UNREACHABLE = "PUMP_UNREACHABLE"
 
     def to_proto(self) -> int:
         return int(device_pb2.PumpCommandRejectionReason.Value(
