@@ -25,7 +25,7 @@ def make_case(seed: int, *, hours: float = 24.0) -> PackedInput:
     cgm_t += rng.normal(0, 8, n_cgm).round()
     cgm_t.sort()
     walk = np.cumsum(rng.normal(0, float(rng.uniform(0.5, 6)), n_cgm))
-    level = float(rng.uniform(50, 300))
+    level = float(rng.uniform(50, 350))
     cgm_v = np.clip(level + walk - walk[-1], 39, 401).round()
     if rng.random() < 0.05:  # a stuck sensor
         cgm_v[-12:] = cgm_v[-1]
@@ -42,27 +42,27 @@ def make_case(seed: int, *, hours: float = 24.0) -> PackedInput:
     tt = start + float(rng.uniform(0, 1800))
     while tt < now:
         r = rng.random()
-        if r < 0.6:  # temp basal
+        if r < 0.7:  # temp basal
             t.append(tt)
             kind.append(1.0)
-            amount.append(float(rng.choice([0.0, rng.uniform(0, 4)])))
+            amount.append(float(rng.choice([0.0, rng.uniform(0, 2)])))
             dur.append(30.0)
-        elif r < 0.7:  # suspend
+        elif r < 0.77:  # suspend
             t.append(tt)
             kind.append(2.0)
             amount.append(0.0)
             dur.append(float(rng.uniform(5, 60)))
-        elif r < 0.9:  # bolus or SMB
+        elif r < 0.95:  # bolus or SMB
             t.append(tt)
             kind.append(0.0)
-            amount.append(float(rng.uniform(0.05, 8)))
+            amount.append(float(rng.uniform(0.05, 1.0) * rng.choice([1.0, 4.0])))
             dur.append(0.0)
         else:  # extended part of a dual wave
             t.append(tt)
             kind.append(0.0)
-            amount.append(float(rng.uniform(0.5, 5)))
+            amount.append(float(rng.uniform(0.5, 3)))
             dur.append(float(rng.uniform(30, 480)))
-        tt += float(rng.uniform(3, 40)) * 60.0
+        tt += float(rng.uniform(5, 60)) * 60.0
     n_carb = int(rng.integers(0, 5))
     ct = np.sort(now - rng.uniform(-1800, 10 * 3600, n_carb))
     cg = rng.uniform(0, 120, n_carb).round()
@@ -80,14 +80,14 @@ def make_case(seed: int, *, hours: float = 24.0) -> PackedInput:
         Param.NOW_S: now,
         Param.MODE: float(rng.integers(0, 4)),
         Param.AGE_GROUP: float(rng.integers(0, 5)),
-        Param.ISF: float(rng.uniform(10, 300)),
-        Param.CR: float(rng.uniform(2, 40)),
+        Param.ISF: float(rng.uniform(15, 150)),
+        Param.CR: float(rng.uniform(4, 40)),
         Param.MIN_BG: min_bg,
         Param.MAX_BG: min_bg + float(rng.uniform(0, 40)),
         Param.SUSPEND_THRESHOLD: float(rng.uniform(67, 110)),
-        Param.MAX_BASAL: float(rng.uniform(0, 30)),
-        Param.MAX_IOB: float(rng.choice([0.0, rng.uniform(0, 70)])),
-        Param.MAX_BOLUS: float(rng.uniform(0, 30)),
+        Param.MAX_BASAL: float(rng.uniform(0, 12)),
+        Param.MAX_IOB: float(rng.choice([0.0, rng.uniform(0, 25), rng.uniform(0, 70)])),
+        Param.MAX_BOLUS: float(rng.choice([rng.uniform(0, 10), rng.uniform(0, 30)])),
         Param.INSULIN_DURATION_MIN: float(rng.choice([300.0, 360.0, 420.0])),
         Param.INSULIN_PEAK_MIN: peak,
         Param.INSULIN_DELAY_MIN: 10.0,
