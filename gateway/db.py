@@ -9,6 +9,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.audit.service import install_audit_chaining
 from services.runtime.db import create_service_engine
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "make_session_factory", "migrate"]
@@ -29,7 +30,9 @@ def make_engine(database_url: str | None) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    install_audit_chaining(factory)
+    return factory
 
 
 def alembic_config(engine: Engine) -> Config:

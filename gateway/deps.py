@@ -78,7 +78,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a client never sees a
+# success whose commit later fails (or reads before the write is visible).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="access token from /api/v1/auth/token")
 

@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from gateway.audit.repository import AuditRepository
 from gateway.models import AuditRow
 from services.runtime.clock import Clock
 
-__all__ = ["GENESIS_HASH", "AuditVerification", "record", "row_digest", "verify_chain"]
+__all__ = [
+    "GENESIS_HASH",
+    "AuditVerification",
+    "install_audit_chaining",
+    "record",
+    "row_digest",
+    "verify_chain",
+]
 
 GENESIS_HASH = "0" * 64
+_PENDING = "audit_pending"
+_HELD = "audit_chain_lock_held"
+_CHAIN_LOCK = threading.Lock()
+_ADVISORY_KEY = 0x4C48_4155  # "LHAU"
 
 
 def row_digest(
@@ -59,35 +72,63 @@ def record(
     actor_id: str | None,
     person_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditRow:
-    """Append one event to the chain (inside the caller's transaction)."""
+) -> None:
+    """Queue one event; it is chained and written when the caller's transaction commits."""
+    session.info.setdefault(_PENDING, []).append(
+        {
+            # Microseconds dropped: the value must round-trip through every database unchanged.
+            "occurred_at": clock.now().replace(microsecond=0),
+            "actor_id": actor_id,
+            "action": action,
+            "person_id": person_id,
+            "details": json.loads(json.dumps(details or {}, default=str)),
+        }
+    )
+
+
+def _chain_pending(session: Session) -> None:
+    """before_commit: append the queued events to the chain while holding the chain lock.
+
+    Chaining at commit time under a lock (an advisory transaction lock on PostgreSQL, a
+    process lock on SQLite, which has one writer process) keeps concurrent requests from
+    both linking to the same previous row; the unique prev_hash is the last line of defence.
+    """
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+    else:
+        _CHAIN_LOCK.acquire()
+        session.info[_HELD] = True
     repo = AuditRepository(session)
     last = repo.last()
     prev_hash = last.row_hash if last is not None else GENESIS_HASH
-    seq = last.seq + 1 if last is not None else 1
-    # Microseconds dropped: the value must round-trip through every database unchanged.
-    occurred_at = clock.now().replace(microsecond=0)
-    clean = json.loads(json.dumps(details or {}, default=str))
-    row = AuditRow(
-        seq=seq,
-        occurred_at=occurred_at,
-        actor_id=actor_id,
-        action=action,
-        person_id=person_id,
-        details=clean,
-        prev_hash=prev_hash,
-        row_hash=row_digest(
-            prev_hash=prev_hash,
-            seq=seq,
-            occurred_at=occurred_at,
-            actor_id=actor_id,
-            action=action,
-            person_id=person_id,
-            details=clean,
-        ),
-    )
-    repo.add(row)
-    return row
+    seq = last.seq if last is not None else 0
+    for item in pending:
+        seq += 1
+        row = AuditRow(seq=seq, prev_hash=prev_hash, **item)
+        row.row_hash = row_digest(prev_hash=prev_hash, seq=seq, **item)
+        repo.add(row)
+        prev_hash = row.row_hash
+
+
+def _release(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and session.info.pop(_HELD, False):
+        _CHAIN_LOCK.release()
+
+
+def install_audit_chaining(factory: sessionmaker[Session]) -> None:
+    """Make sessions from `factory` write queued audit events at commit."""
+    event.listen(factory, "before_commit", _chain_pending)
+    event.listen(factory, "after_transaction_end", _release)
+    event.listen(factory, "after_soft_rollback", _discard_soft)
+
+
+def _discard_soft(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A rolled-back unit of work must not leave its audit events for the next one.
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True)
