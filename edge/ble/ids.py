@@ -473,7 +473,7 @@ class HistoryEventType(enum.IntEnum):
 
 class BolusEndReason(enum.IntEnum):
     UNDETERMINED = 0x0F
-    PROGRAMMED_AMOUNT_REACHED = 0x33
+    PROGRAMMED_DURATION_OVER = 0x33
     CANCELED = 0x3C
     ERROR_ABORT = 0x55
 
