@@ -1,0 +1,116 @@
+"""A fleet of simulated hubs in one process: each a virtual person, their simulated pump and CGM,
+and a full edge agent with its own enrolment, stores and mutual-TLS stream.
+
+Enrolment bootstrap (development only): each new hub asks the device gateway's service port
+for a one-time token with the development admin token (accepted only from loopback and only
+when the gateway runs with environment=development), then enrols over the TLS enrolment port
+like a real hub. Identities persist under `var/edge/<hub>/`, so a restarted fleet reconnects
+as the same hubs and resumes its outboxes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.agent import AgentConfig, EdgeAgent
+from edge.client import HubIdentity, dev_enrollment_token, enroll, load_identity
+from edge.drivers.simulated import SimCgm, SimPump
+from edge.limits import AgeGroup as LimitsAgeGroup
+from edge.limits import load_limits, provision_limits
+from edge.settings import EdgeSettings
+from sim.drivers import SimulatedPerson
+from sim.person import AgeGroup, make_person
+
+__all__ = ["SimulatedHub", "build_simulated_hub", "ensure_enrolled", "run_fleet"]
+
+log = logging.getLogger(__name__)
+
+_LIMITS_AGE = {"child": LimitsAgeGroup.CHILD, "adolescent": LimitsAgeGroup.TEEN, "adult": LimitsAgeGroup.ADULT}
+_AGES: tuple[AgeGroup, ...] = ("adult", "adolescent", "child")
+
+
+@dataclass
+class SimulatedHub:
+    name: str
+    person: SimulatedPerson
+    pump: SimPump
+    cgm: SimCgm
+    agent: EdgeAgent
+
+
+async def ensure_enrolled(settings: EdgeSettings, directory: Path, hub_serial: str, patient_id: str) -> HubIdentity:
+    identity = load_identity(directory)
+    if identity is not None:
+        return identity
+    token = settings.enrollment_token or await dev_enrollment_token(
+        settings.device_gateway_addr, patient_id, settings.dev_admin_token
+    )
+    ca_pem = settings.resolved_gateway_ca_path.read_bytes()
+    identity = await enroll(settings.resolved_enroll_addr, ca_pem, token, hub_serial, directory)
+    log.info("hub enrolled", extra={"device_id": identity.device_id, "patient_id": identity.patient_id})
+    return identity
+
+
+async def build_simulated_hub(
+    settings: EdgeSettings,
+    index: int,
+    *,
+    ack_loss_rate: float = 0.0,
+    config: AgentConfig | None = None,
+    name_prefix: str = "sim-hub",
+) -> SimulatedHub:
+    name = f"{name_prefix}-{index:04d}"
+    directory = settings.state_root / name
+    age: AgeGroup = _AGES[index % len(_AGES)]
+    clock = settings.clock()
+    person = make_person(f"sim-person-{index:04d}", age, np.random.default_rng([index, 7]))
+    sim_person = SimulatedPerson(person, clock, seed=index)
+    identity = await ensure_enrolled(settings, directory, f"{name}-serial", person.person_id)
+    limits_path = directory / "limits.json"
+    limits = load_limits(limits_path) if limits_path.exists() else provision_limits(limits_path, _LIMITS_AGE[age])
+    pump = SimPump(sim_person, serial=f"{name}-pump", ack_loss_rate=ack_loss_rate, seed=index)
+    cgm = SimCgm(sim_person, sensor_id=f"{name}-cgm")
+    agent = EdgeAgent(
+        identity=identity,
+        hub_addr=settings.resolved_hub_addr,
+        clock=clock,
+        pump=pump,
+        cgm=cgm,
+        limits=limits,
+        config=config
+        or AgentConfig(
+            poll_interval_s=settings.poll_interval_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            offline_after_s=settings.offline_after_s,
+            suspend_threshold_mg_dl=settings.suspend_threshold_mg_dl,
+            suspend_horizon_min=settings.suspend_horizon_min,
+        ),
+        pump_serial=pump.serial,
+        pump_model=pump.model,
+        cgm_model=cgm.model,
+        sensor_id=cgm.sensor_id,
+    )
+    return SimulatedHub(name, sim_person, pump, cgm, agent)
+
+
+async def run_fleet(settings: EdgeSettings, size: int, stop: asyncio.Event) -> None:
+    hubs: list[SimulatedHub] = []
+    for i in range(size):
+        while not stop.is_set():
+            try:
+                hubs.append(await build_simulated_hub(settings, i))
+                break
+            except Exception as exc:  # gateway not up yet: retry (the supervisor starts us together)
+                log.info("hub %d not enrolled yet (%s); retrying", i, exc)
+                await asyncio.sleep(2.0)
+    log.info("fleet running", extra={"hubs": len(hubs)})
+    try:
+        await asyncio.gather(*(hub.agent.run(stop) for hub in hubs))
+    finally:
+        for hub in hubs:
+            hub.agent.close()
