@@ -3,7 +3,7 @@
 from datetime import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ble import CodecError
@@ -155,6 +155,7 @@ def measurements(draw):
     )
 
 
+@settings(deadline=None)
 @given(st.lists(measurements(), min_size=1, max_size=4), st.booleans())
 def test_measurement_round_trip(records, crc):
     wire = b"".join(encode_measurement(m, e2e_crc=crc) for m in records)

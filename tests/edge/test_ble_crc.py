@@ -1,6 +1,6 @@
 """E2E-CRC: the table implementation against a bit-by-bit reading of the spec definition."""
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ble.crc import append_crc, crc16_mcrf4xx
@@ -35,6 +35,7 @@ def test_cgm_session_run_time_vector():
     assert append_crc(b"\x02\x00") == bytes.fromhex("020008c3")
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=64))
 def test_table_matches_bitwise_reference(data):
     assert crc16_mcrf4xx(data) == _reference_crc(data)

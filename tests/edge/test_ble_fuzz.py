@@ -27,7 +27,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=40))
 def test_random_bytes_only_raise_codec_error(name, data):
     with contextlib.suppress(CodecError):
@@ -35,7 +35,7 @@ def test_random_bytes_only_raise_codec_error(name, data):
 
 
 @pytest.mark.parametrize("name", ["cgm_session_run", "idd_command_e2e"])
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=30))
 def test_random_payloads_with_a_valid_crc_only_raise_codec_error(name, data):
     # a valid CRC gets the payload past the first gate; the field parsing must still hold

@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ble import CodecError
@@ -187,6 +187,7 @@ def commands(draw):
     )  # fmt: skip
 
 
+@settings(deadline=None)
 @given(commands(), st.none() | st.integers(0, 255))
 def test_command_round_trip(cmd, counter):
     wire = encode_command(cmd, e2e_counter=counter)
@@ -244,6 +245,7 @@ history_events = st.one_of(
 )
 
 
+@settings(deadline=None)
 @given(history_events, st.none() | st.integers(0, 255))
 def test_history_round_trip(event, counter):
     decoded = decode_history(encode_history(event, e2e_counter=counter), e2e=counter is not None)

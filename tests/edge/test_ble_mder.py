@@ -4,7 +4,7 @@ import math
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ble import CodecError
@@ -96,6 +96,7 @@ def test_wrong_length_raises_codec_error():
         decode_float(b"\x00\x00\x00")
 
 
+@settings(deadline=None)
 @given(
     st.integers(-SFLOAT_MANTISSA_MAX, SFLOAT_MANTISSA_MAX),
     st.integers(-8, 7),
@@ -105,12 +106,14 @@ def test_sfloat_parts_round_trip(mantissa, exponent):
     assert decode_sfloat(encode_sfloat(n)) == n
 
 
+@settings(deadline=None)
 @given(st.integers(-FLOAT_MANTISSA_MAX, FLOAT_MANTISSA_MAX), st.integers(-128, 127))
 def test_float_parts_round_trip(mantissa, exponent):
     n = MderNumber(mantissa, exponent)
     assert decode_float(encode_float(n)) == n
 
 
+@settings(deadline=None)
 @given(st.decimals(min_value=Decimal("-2045"), max_value=Decimal("2045"), places=2))
 def test_sfloat_value_round_trip_within_resolution(value):
     decoded = decode_sfloat(encode_sfloat(value)).decimal
@@ -119,6 +122,7 @@ def test_sfloat_value_round_trip_within_resolution(value):
     assert abs(decoded - value) <= abs(value) * Decimal("0.0025") + Decimal("0.005")
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=2, max_size=2))
 def test_any_two_octets_decode_or_raise_codec_error(data):
     try:
