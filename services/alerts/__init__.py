@@ -1,0 +1,1 @@
+"""alerts: evaluates rules on readings, forecasts and pump events; notifies and escalates."""

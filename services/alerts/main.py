@@ -1,0 +1,224 @@
+"""`langerhans serve alerts`: consumer, scheduler, delivery worker, outbox relay, gRPC, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from langerhans.alerts.v1 import alerts_service_pb2 as pb
+from langerhans.alerts.v1 import alerts_service_pb2_grpc as pb_grpc
+from pydantic import model_validator
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.alerts.channels import DeliveryWorker, EmailSender, Sender, WebhookSender
+from services.alerts.events import (
+    ALERTS_TOPIC,
+    DELIVERIES_TOPIC,
+    INPUT_TOPICS,
+    SOURCE,
+    AlertTopics,
+    OutboxAlertEvents,
+    make_handler,
+)
+from services.alerts.lifecycle import Tier
+from services.alerts.repository import AlertRepository, metadata
+from services.alerts.service import AlertsService, Channel, EscalationPlan, Recipient
+from services.alerts.servicer import AlertsServicer
+from services.runtime import migrations
+from services.runtime.clock import Clock
+from services.runtime.db import create_service_engine, session_scope
+from services.runtime.grpc_server import run_service, servicer
+from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.producer import EventProducer
+from services.runtime.outbox import OutboxRelay
+from services.runtime.settings import ServiceSettings
+
+__all__ = ["AlertsSettings", "Scheduler", "build", "run", "serve"]
+
+SERVICE = "alerts"
+DEV_WEBHOOK_SECRET = "development-only-webhook-secret"  # noqa: S105 (refused in production)
+log = logging.getLogger(__name__)
+
+
+class AlertsSettings(ServiceSettings):
+    service_name: str = SERVICE
+    consumer_group: str = "alerts"
+    input_topics: tuple[str, ...] = INPUT_TOPICS
+    alerts_topic: str = ALERTS_TOPIC
+    deliveries_topic: str = DELIVERIES_TOPIC
+    transaction_batch: int = 100
+    webhook_secret: str = DEV_WEBHOOK_SECRET
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    email_sender: str = "alerts@langerhans.local"
+    # Also notify this webhook at the person's tier when a person has no policy of their own
+    # (an operator's or integration partner's endpoint).
+    default_webhook_url: str = ""
+    scheduler_interval_s: float = 1.0
+    time_rules_interval_s: float = 30.0
+    delivery_interval_s: float = 0.2
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret(self) -> AlertsSettings:
+        if self.environment == "production" and self.webhook_secret == DEV_WEBHOOK_SECRET:
+            raise ValueError("set LANGERHANS_WEBHOOK_SECRET: the development secret is public")
+        return self
+
+    def topics(self) -> AlertTopics:
+        return AlertTopics(self.alerts_topic, self.deliveries_topic)
+
+    def default_plan(self) -> EscalationPlan | None:
+        if not self.default_webhook_url:
+            return None
+        return EscalationPlan(
+            (Recipient("platform-webhook", Tier.PERSON, Channel.WEBHOOK, self.default_webhook_url),)
+        )
+
+
+def build(settings: AlertsSettings) -> tuple[Engine, sessionmaker[Session]]:
+    migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
+    engine = create_service_engine(SERVICE, settings.database_url)
+    return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+class Scheduler:
+    """Fires persisted timers (escalation, repeat, snooze end) and the time-based rules."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        topics: AlertTopics,
+        default_plan: EscalationPlan | None,
+        time_rules_interval_s: float,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._topics = topics
+        self._plan = default_plan
+        self._time_rules_interval_s = time_rules_interval_s
+        self._last_time_rules_s = float("-inf")
+
+    def _service(self, session: Session) -> AlertsService:
+        return AlertsService(
+            AlertRepository(session, self._plan),
+            OutboxAlertEvents(session, self._clock, self._topics),
+            self._clock,
+        )
+
+    def run_once(self) -> int:
+        with session_scope(self._sessions) as session:
+            fired = len(self._service(session).tick().deliveries)
+        now_s = self._clock.monotonic_s()
+        if now_s - self._last_time_rules_s >= self._time_rules_interval_s:
+            self._last_time_rules_s = now_s
+            with self._sessions() as session:
+                patients = AlertRepository(session).patient_ids()
+            for patient in patients:
+                with session_scope(self._sessions) as session:
+                    self._service(session).reevaluate(patient)
+        return fired
+
+
+def _loop(name: str, stop: threading.Event, interval_s: float, body: Callable[[], int]) -> None:
+    while not stop.is_set():
+        try:
+            busy = body()
+        except Exception:
+            log.exception("%s pass failed; retrying", name)
+            busy = 0
+        if not busy:
+            stop.wait(interval_s)
+
+
+async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> None:
+    clock = settings.clock()
+    engine, sessions = build(settings)
+    topics = settings.topics()
+    plan = settings.default_plan()
+    producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
+    relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.02)
+    runner = ConsumerRunner(
+        RunnerConfig(
+            group_id=settings.consumer_group,
+            topics=settings.input_topics,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            transaction_batch=settings.transaction_batch,
+            poll_timeout_ms=50,
+        ),
+        make_handler(clock, topics, plan),
+        sessions,
+        clock=clock,
+    )
+    senders: dict[Channel, Sender] = {
+        Channel.WEBHOOK: WebhookSender(settings.webhook_secret.encode()).send,
+        Channel.EMAIL: EmailSender(
+            settings.smtp_host, settings.smtp_port, settings.email_sender
+        ).send,
+    }
+    worker = DeliveryWorker(
+        sessions, lambda session: OutboxAlertEvents(session, clock, topics), clock, senders
+    )
+    scheduler = Scheduler(sessions, clock, topics, plan, settings.time_rules_interval_s)
+
+    async def background(stop_event: asyncio.Event) -> None:
+        halt = threading.Event()
+        relay.start()
+        threads = [
+            threading.Thread(
+                target=_loop,
+                args=("scheduler", halt, settings.scheduler_interval_s, scheduler.run_once),
+                daemon=True,
+            ),
+            threading.Thread(
+                target=_loop,
+                args=("deliveries", halt, settings.delivery_interval_s, worker.run_once),
+                daemon=True,
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        consumer = asyncio.create_task(
+            asyncio.to_thread(runner.run, install_signal_handlers=False), name="consumer"
+        )
+        waiter = asyncio.create_task(stop_event.wait())
+        done, _ = await asyncio.wait({consumer, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        runner.stop()
+        halt.set()
+        waiter.cancel()
+        try:
+            await consumer
+        finally:
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 30)
+            worker.close()
+            relay.stop()
+            producer.close()
+        if consumer in done and not stop_event.is_set():
+            raise RuntimeError("the alerts consumer stopped unexpectedly")
+
+    definition = servicer(
+        pb.DESCRIPTOR.services_by_name["AlertsService"].full_name,
+        pb_grpc.add_AlertsServiceServicer_to_server,
+        AlertsServicer(sessions, clock, topics, plan),
+    )
+    try:
+        await run_service(settings, [definition], workers=[background], metrics=True, stop=stop)
+    finally:
+        engine.dispose()
+
+
+def serve() -> int:
+    from services.runtime.logging import configure_logging
+
+    settings = AlertsSettings()
+    configure_logging(settings)
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve())

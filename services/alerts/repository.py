@@ -1,0 +1,453 @@
+"""alerts storage: the only module that queries its tables. Never commits."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from services.alerts.lifecycle import Alert, AlertState, Tier, next_due
+from services.alerts.model import AlertKind, AlertSettings, PatientState, Severity
+from services.alerts.service import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    EscalationPlan,
+    Recipient,
+)
+from services.runtime.db import new_metadata
+from services.runtime.kafka import dedupe
+
+__all__ = ["AlertRepository", "alerts", "deliveries", "metadata"]
+
+metadata = new_metadata()
+
+patient_states = Table(
+    "patient_states",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("state_json", Text, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+)
+
+alert_settings = Table(
+    "alert_settings",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("settings_json", Text, nullable=False),
+)
+
+escalation_plans = Table(
+    "escalation_plans",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("plan_json", Text, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("state", String(14), nullable=False),
+    # "patient|kind" while open, NULL once resolved: at most one open alert per kind.
+    Column("open_key", String(120), nullable=True, unique=True),
+    Column("message", Text, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("raised_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Column("tier", Integer, nullable=False),
+    Column("notification_count", Integer, nullable=False),
+    Column("next_escalation_at_us", BigInteger, nullable=True),
+    Column("next_repeat_at_us", BigInteger, nullable=True),
+    Column("snoozed_until_us", BigInteger, nullable=True),
+    Column("acknowledged_at_us", BigInteger, nullable=True),
+    Column("acknowledged_by", String(64), nullable=False),
+    Column("resolved_at_us", BigInteger, nullable=True),
+    # Earliest timer of the alert; the scheduler's index.
+    Column("next_due_us", BigInteger, nullable=True, index=True),
+    Index("ix_alerts_patient_raised", "patient_id", "raised_at_us"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_id", String(36), primary_key=True),
+    Column("delivery_key", String(300), nullable=False, unique=True),
+    Column("alert_id", String(36), nullable=False, index=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("recipient_id", String(64), nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("address", String(500), nullable=False),
+    Column("tier", Integer, nullable=False),
+    Column("notification_no", Integer, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at_us", BigInteger, nullable=True, index=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("sent_at_us", BigInteger, nullable=True),
+    Column("last_error", String(500), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("severity", String(10), nullable=False),
+)
+
+dedupe.include_in(metadata)
+_RETRYABLE = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
+
+
+def _us(value: datetime | None) -> int | None:
+    return None if value is None else round(value.timestamp() * 1_000_000)
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _alert_values(alert: Alert) -> dict[str, object]:
+    return {
+        "alert_id": alert.alert_id,
+        "patient_id": alert.patient_id,
+        "kind": alert.kind.value,
+        "severity": alert.severity.value,
+        "state": alert.state.value,
+        "open_key": f"{alert.patient_id}|{alert.kind.value}" if alert.open else None,
+        "message": alert.message,
+        "value": alert.value,
+        "raised_at_us": _us(alert.raised_at),
+        "updated_at_us": _us(alert.updated_at),
+        "tier": int(alert.tier),
+        "notification_count": alert.notification_count,
+        "next_escalation_at_us": _us(alert.next_escalation_at),
+        "next_repeat_at_us": _us(alert.next_repeat_at),
+        "snoozed_until_us": _us(alert.snoozed_until),
+        "acknowledged_at_us": _us(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by,
+        "resolved_at_us": _us(alert.resolved_at),
+        "next_due_us": _us(next_due(alert)),
+    }
+
+
+def _alert(row: object) -> Alert:
+    m = row._mapping  # type: ignore[attr-defined]
+    raised = _dt(m["raised_at_us"])
+    updated = _dt(m["updated_at_us"])
+    assert raised is not None
+    assert updated is not None
+    return Alert(
+        alert_id=m["alert_id"],
+        patient_id=m["patient_id"],
+        kind=AlertKind(m["kind"]),
+        severity=Severity(m["severity"]),
+        state=AlertState(m["state"]),
+        message=m["message"],
+        value=m["value"],
+        raised_at=raised,
+        updated_at=updated,
+        tier=Tier(m["tier"]),
+        notification_count=m["notification_count"],
+        next_escalation_at=_dt(m["next_escalation_at_us"]),
+        next_repeat_at=_dt(m["next_repeat_at_us"]),
+        snoozed_until=_dt(m["snoozed_until_us"]),
+        acknowledged_at=_dt(m["acknowledged_at_us"]),
+        acknowledged_by=m["acknowledged_by"],
+        resolved_at=_dt(m["resolved_at_us"]),
+    )
+
+
+def _delivery(row: object) -> Delivery:
+    m = row._mapping  # type: ignore[attr-defined]
+    created = _dt(m["created_at_us"])
+    assert created is not None
+    return Delivery(
+        delivery_id=m["delivery_id"],
+        delivery_key=m["delivery_key"],
+        alert_id=m["alert_id"],
+        patient_id=m["patient_id"],
+        recipient_id=m["recipient_id"],
+        channel=Channel(m["channel"]),
+        address=m["address"],
+        tier=Tier(m["tier"]),
+        notification_no=m["notification_no"],
+        status=DeliveryStatus(m["status"]),
+        attempts=m["attempts"],
+        next_attempt_at=_dt(m["next_attempt_at_us"]),
+        created_at=created,
+        subject=m["subject"],
+        body=m["body"],
+        kind=AlertKind(m["kind"]),
+        severity=Severity(m["severity"]),
+        sent_at=_dt(m["sent_at_us"]),
+        last_error=m["last_error"],
+    )
+
+
+def plan_to_json(plan: EscalationPlan) -> str:
+    return json.dumps(
+        {
+            "recipients": [
+                [r.recipient_id, int(r.tier), r.channel.value, r.address] for r in plan.recipients
+            ],
+            "tier_delays_min": list(plan.tier_delays_min),
+            "min_escalation_severity": plan.min_escalation_severity.value,
+        }
+    )
+
+
+def plan_from_json(text: str) -> EscalationPlan:
+    data = json.loads(text)
+    return EscalationPlan(
+        recipients=tuple(
+            Recipient(rid, Tier(tier), Channel(ch), addr)
+            for rid, tier, ch, addr in data["recipients"]
+        ),
+        tier_delays_min=tuple(data["tier_delays_min"]),
+        min_escalation_severity=Severity(data["min_escalation_severity"]),
+    )
+
+
+class AlertRepository:
+    """Alerts, deliveries, person state, settings and plans in the caller's session."""
+
+    def __init__(self, session: Session, default_plan: EscalationPlan | None = None) -> None:
+        self._session = session
+        self._default_plan = default_plan
+
+    # -- person state
+    def load_state(self, patient_id: str) -> PatientState | None:
+        text = self._session.execute(
+            select(patient_states.c.state_json).where(patient_states.c.patient_id == patient_id)
+        ).scalar_one_or_none()
+        return PatientState.from_json(json.loads(text)) if text else None
+
+    def save_state(self, state: PatientState, now: datetime) -> None:
+        values = {"state_json": json.dumps(state.to_json()), "updated_at_us": _us(now)}
+        result = self._session.execute(
+            update(patient_states)
+            .where(patient_states.c.patient_id == state.patient_id)
+            .values(**values)
+        )
+        if not getattr(result, "rowcount", 0):
+            self._session.execute(
+                patient_states.insert().values(patient_id=state.patient_id, **values)
+            )
+
+    def patient_ids(self) -> list[str]:
+        return list(self._session.execute(select(patient_states.c.patient_id)).scalars())
+
+    # -- settings and plans
+    def settings(self, patient_id: str) -> AlertSettings:
+        text = self._session.execute(
+            select(alert_settings.c.settings_json).where(alert_settings.c.patient_id == patient_id)
+        ).scalar_one_or_none()
+        return AlertSettings.from_json(json.loads(text)) if text else AlertSettings()
+
+    def settings_version(self, patient_id: str) -> int:
+        value = self._session.execute(
+            select(alert_settings.c.version).where(alert_settings.c.patient_id == patient_id)
+        ).scalar_one_or_none()
+        return int(value or 0)
+
+    def put_settings(self, patient_id: str, settings: AlertSettings) -> int:
+        version = self.settings_version(patient_id) + 1
+        text = json.dumps(settings.to_json())
+        if version == 1:
+            self._session.execute(
+                alert_settings.insert().values(patient_id=patient_id, version=1, settings_json=text)
+            )
+        else:
+            self._session.execute(
+                update(alert_settings)
+                .where(alert_settings.c.patient_id == patient_id)
+                .values(version=version, settings_json=text)
+            )
+        return version
+
+    def plan(self, patient_id: str) -> EscalationPlan:
+        text = self._session.execute(
+            select(escalation_plans.c.plan_json).where(escalation_plans.c.patient_id == patient_id)
+        ).scalar_one_or_none()
+        if text:
+            return plan_from_json(text)
+        if self._default_plan is not None:
+            return self._default_plan
+        return EscalationPlan((Recipient(patient_id, Tier.PERSON, Channel.PUSH),))
+
+    def plan_version(self, patient_id: str) -> int:
+        value = self._session.execute(
+            select(escalation_plans.c.version).where(escalation_plans.c.patient_id == patient_id)
+        ).scalar_one_or_none()
+        return int(value or 0)
+
+    def put_plan(self, patient_id: str, plan: EscalationPlan) -> int:
+        version = self.plan_version(patient_id) + 1
+        text = plan_to_json(plan)
+        if version == 1:
+            self._session.execute(
+                escalation_plans.insert().values(patient_id=patient_id, version=1, plan_json=text)
+            )
+        else:
+            self._session.execute(
+                update(escalation_plans)
+                .where(escalation_plans.c.patient_id == patient_id)
+                .values(version=version, plan_json=text)
+            )
+        return version
+
+    # -- alerts
+    def open_alerts(self, patient_id: str) -> dict[AlertKind, Alert]:
+        rows = self._session.execute(
+            select(alerts).where(alerts.c.patient_id == patient_id, alerts.c.open_key.is_not(None))
+        )
+        found = [_alert(r) for r in rows]
+        return {a.kind: a for a in found}
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        row = self._session.execute(select(alerts).where(alerts.c.alert_id == alert_id)).first()
+        return _alert(row) if row else None
+
+    def add_alert(self, alert: Alert) -> None:
+        self._session.execute(alerts.insert().values(**_alert_values(alert)))
+
+    def save_alert(self, alert: Alert) -> None:
+        values = _alert_values(alert)
+        del values["alert_id"]
+        self._session.execute(
+            update(alerts).where(alerts.c.alert_id == alert.alert_id).values(**values)
+        )
+
+    def due_alerts(self, now: datetime, limit: int) -> list[Alert]:
+        rows = self._session.execute(
+            select(alerts)
+            .where(alerts.c.next_due_us <= _us(now))
+            .order_by(alerts.c.next_due_us)
+            .limit(limit)
+        )
+        return [_alert(r) for r in rows]
+
+    def list_alerts(
+        self,
+        patient_id: str,
+        *,
+        states: list[AlertState],
+        start: datetime | None,
+        end: datetime | None,
+        after: tuple[int, str] | None,
+        limit: int,
+    ) -> list[Alert]:
+        conditions = [alerts.c.patient_id == patient_id]
+        if states:
+            conditions.append(alerts.c.state.in_([s.value for s in states]))
+        if start is not None:
+            conditions.append(alerts.c.raised_at_us >= _us(start))
+        if end is not None:
+            conditions.append(alerts.c.raised_at_us < _us(end))
+        if after is not None:
+            conditions.append(
+                or_(
+                    alerts.c.raised_at_us < after[0],
+                    (alerts.c.raised_at_us == after[0]) & (alerts.c.alert_id < after[1]),
+                )
+            )
+        rows = self._session.execute(
+            select(alerts)
+            .where(*conditions)
+            .order_by(alerts.c.raised_at_us.desc(), alerts.c.alert_id.desc())
+            .limit(limit)
+        )
+        return [_alert(r) for r in rows]
+
+    # -- deliveries
+    def add_delivery(self, delivery: Delivery) -> bool:
+        """Record the intent; False when this key was already recorded (nothing changes)."""
+        exists = self._session.execute(
+            select(deliveries.c.delivery_id).where(
+                deliveries.c.delivery_key == delivery.delivery_key
+            )
+        ).first()
+        if exists:
+            return False
+        self._session.execute(
+            deliveries.insert().values(
+                delivery_id=delivery.delivery_id,
+                delivery_key=delivery.delivery_key,
+                alert_id=delivery.alert_id,
+                patient_id=delivery.patient_id,
+                recipient_id=delivery.recipient_id,
+                channel=delivery.channel.value,
+                address=delivery.address,
+                tier=int(delivery.tier),
+                notification_no=delivery.notification_no,
+                status=delivery.status.value,
+                attempts=delivery.attempts,
+                next_attempt_at_us=_us(delivery.next_attempt_at),
+                created_at_us=_us(delivery.created_at),
+                sent_at_us=_us(delivery.sent_at),
+                last_error=delivery.last_error[:500],
+                subject=delivery.subject[:200],
+                body=delivery.body,
+                kind=delivery.kind.value,
+                severity=delivery.severity.value,
+            )
+        )
+        return True
+
+    def save_delivery(self, delivery: Delivery) -> None:
+        self._session.execute(
+            update(deliveries)
+            .where(deliveries.c.delivery_id == delivery.delivery_id)
+            .values(
+                status=delivery.status.value,
+                attempts=delivery.attempts,
+                next_attempt_at_us=_us(delivery.next_attempt_at),
+                sent_at_us=_us(delivery.sent_at),
+                last_error=delivery.last_error[:500],
+            )
+        )
+
+    def due_deliveries(self, now: datetime, limit: int) -> list[Delivery]:
+        rows = self._session.execute(
+            select(deliveries)
+            .where(
+                deliveries.c.status.in_(
+                    [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
+                ),
+                deliveries.c.next_attempt_at_us <= _us(now),
+            )
+            .order_by(deliveries.c.next_attempt_at_us)
+            .limit(limit)
+        )
+        return [_delivery(r) for r in rows]
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        row = self._session.execute(
+            select(deliveries).where(deliveries.c.delivery_id == delivery_id)
+        ).first()
+        return _delivery(row) if row else None
+
+    def deliveries_of(self, alert_id: str) -> list[Delivery]:
+        rows = self._session.execute(
+            select(deliveries)
+            .where(deliveries.c.alert_id == alert_id)
+            .order_by(deliveries.c.created_at_us)
+        )
+        return [_delivery(r) for r in rows]
