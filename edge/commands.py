@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
+from datetime import UTC
 
 from langerhans.device.v1 import device_pb2
 
@@ -88,6 +89,9 @@ class CommandGate:
                 RejectionReason.PUMP_UNREACHABLE, "no current pump status", command
             )
         if pump is not None:
+            stale = _bolus_since_decision(command, pump)
+            if stale is not None:
+                return Verdict.reject(RejectionReason.BOLUS_IN_PROGRESS, stale, command)
             if pump.suspended and action not in ("resume", "suspend", "cancel_temp_basal"):
                 return Verdict.reject(RejectionReason.PUMP_SUSPENDED, "pump suspended", command)
             if action == "deliver_bolus":
@@ -139,6 +143,24 @@ class CommandGate:
             delivered_u=ack.accepted_u or 0.0,
             reference=ack.reference,
         )
+
+
+def _bolus_since_decision(command: device_pb2.PumpCommand, pump: PumpStatusSnapshot) -> str | None:
+    """An automatic dose decided before the pump's newest bolus is stale (brief §6)."""
+    if command.origin != device_pb2.PumpCommandOrigin.PUMP_COMMAND_ORIGIN_AUTOMATIC:
+        return None
+    action = command.WhichOneof("action")
+    adds_insulin = action == "deliver_bolus" or (
+        action == "set_temp_basal" and command.set_temp_basal.rate_u_per_h > 0
+    )
+    if not adds_insulin or pump.last_bolus_at is None:
+        return None
+    if not command.HasField("pump_history_as_of"):
+        return "automatic dose without the pump history it was decided on"
+    as_of = command.pump_history_as_of.ToDatetime(tzinfo=UTC)
+    if pump.last_bolus_at > as_of:
+        return f"the pump has a bolus at {pump.last_bolus_at.isoformat()} newer than the decision"
+    return None
 
 
 async def _send(command: device_pb2.PumpCommand, pump: PumpDriver) -> CommandAck:

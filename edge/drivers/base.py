@@ -64,6 +64,7 @@ class PumpStatusSnapshot:
     temp_basal_remaining_min: int
     bolus_in_progress: bool
     last_history_sequence: int  # newest history record number; −1 when the history is empty
+    last_bolus_at: datetime | None = None  # pump clock; an automatic dose older than it is stale
 
 
 class PumpEventKind(enum.Enum):

@@ -171,6 +171,21 @@ async def test_limits_uncertainty_and_pump_state(world):
     assert reason is RejectionReason.PUMP_ERROR
 
 
+async def test_automatic_dose_decided_before_a_newer_bolus_is_refused(world):
+    gate, signer, true, _clock, pump, _tracker = world
+    now = true.current
+    cmd = make_command(sequence=1, issued_at=now, rate_u_per_h=1.5)
+    cmd.pump_history_as_of.FromDatetime(now - timedelta(minutes=10))
+    status = pump.snapshot(last_bolus_at=now - timedelta(minutes=2))
+    verdict = gate.admit(sign(signer, cmd), pump=status)
+    assert verdict.reason is RejectionReason.BOLUS_IN_PROGRESS
+    fresh = make_command(sequence=2, issued_at=now, rate_u_per_h=1.5)
+    fresh.pump_history_as_of.FromDatetime(now - timedelta(minutes=1))
+    assert gate.admit(sign(signer, fresh), pump=status).accepted
+    zero = make_command(sequence=3, issued_at=now, rate_u_per_h=0.0)  # reducing: always fine
+    assert gate.admit(sign(signer, zero), pump=status).accepted
+
+
 async def test_deadline_passes_between_admit_and_execute(world):
     gate, signer, true, _clock, pump, _tracker = world
     verdict = gate.admit(
