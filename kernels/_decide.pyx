@@ -107,7 +107,8 @@ HARD_IOB[:] = [7.0, 13.0, 22.0, 30.0, 70.0]
 def layout():
     """The slot numbers compiled into this module (checked against kernels._layout)."""
     return {"N_PARAMS": N_PARAMS, "N_OUT": N_OUT, "N_FORECAST": N_FC, "LINES": O_LINES,
-            "MIN_PRED": O_MIN_PRED, "UAM": P_UAM, "RESUME": R_RESUME}
+            "MIN_PRED": O_MIN_PRED, "UAM": P_UAM, "RESUME": R_RESUME,
+            "LINE_ZT": O_LINES + 4 * N_FC}
 
 
 cdef inline double overlap(double a0, double a1, double b0, double b1) noexcept nogil:

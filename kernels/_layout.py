@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 N_FORECAST = 73  # now + 72 five-minute steps = 6 h
+_NFC = N_FORECAST  # Out has a member named N_FORECAST, which would shadow it in the class body
 
 
 class Param(IntEnum):
@@ -83,10 +84,10 @@ class Out(IntEnum):
     MIN_PRED_BG = 18
     ACTIVITY = 19
     LINE_MAIN = 20
-    LINE_IOB = 20 + N_FORECAST
-    LINE_COB = 20 + 2 * N_FORECAST
-    LINE_UAM = 20 + 3 * N_FORECAST
-    LINE_ZT = 20 + 4 * N_FORECAST
+    LINE_IOB = 20 + _NFC
+    LINE_COB = 20 + 2 * _NFC
+    LINE_UAM = 20 + 3 * _NFC
+    LINE_ZT = 20 + 4 * _NFC
 
 
 N_OUT = 20 + 5 * N_FORECAST

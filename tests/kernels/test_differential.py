@@ -131,4 +131,5 @@ def test_compiled_layout_matches_python_layout() -> None:
         "MIN_PRED": Out.MIN_PRED_BG,
         "UAM": Param.ENABLE_UAM,
         "RESUME": Reason.RESUME,
+        "LINE_ZT": Out.LINE_ZT,
     }
