@@ -156,7 +156,7 @@ def test_whole_flow_consent_code_token_refresh_rotation(http, world):
     )
     assert egvs.status_code == 200, egvs.text
     data = egvs.json()
-    assert data["recordType"] == "egv" and data["userId"] == world["person"]["id"]
+    assert (data["recordType"], data["userId"]) == ("egv", world["person"]["id"])
     first = data["records"][0]
     assert {"systemTime", "displayTime", "value", "unit", "trend", "trendRate"} <= set(first)
     assert (first["value"], first["unit"], first["trend"], first["trendRate"]) == (
