@@ -130,6 +130,10 @@ def exchange(http, client_id, code, verifier, redirect_uri=REDIRECT):
     )
 
 
+def bearer(token_response) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_response.json()['access_token']}"}
+
+
 def refresh(http, client_id, token):
     return http.post(
         "/oauth/token",
@@ -271,9 +275,7 @@ def test_rate_limit_returns_429_with_retry_after(http, world, app):
     app.state.runtime.settings.partner_rate_limit_per_min = 5
     verifier, challenge = pkce()
     code = get_code(http, world, (verifier, challenge))
-    auth = {
-        "Authorization": f"Bearer {exchange(http, world['client_id'], code, verifier).json()['access_token']}"
-    }
+    auth = bearer(exchange(http, world["client_id"], code, verifier))
     statuses = [http.get("/partner/v1/egvs", headers=auth).status_code for _ in range(7)]
     assert statuses[:5] == [200] * 5
     limited = http.get("/partner/v1/egvs", headers=auth)
@@ -284,9 +286,7 @@ def test_rate_limit_returns_429_with_retry_after(http, world, app):
 def test_webhook_subscriptions(http, world):
     verifier, challenge = pkce()
     code = get_code(http, world, (verifier, challenge), scope="glucose.read")
-    auth = {
-        "Authorization": f"Bearer {exchange(http, world['client_id'], code, verifier).json()['access_token']}"
-    }
+    auth = bearer(exchange(http, world["client_id"], code, verifier))
     created = http.post(
         "/partner/v1/webhooks",
         json={"url": "https://app.example.org/hook", "events": ["egv.created"]},
