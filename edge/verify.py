@@ -328,6 +328,17 @@ class CommandVerifier:
                 # authenticated and already bounded by the +tolerance check in _judge
                 self._raise_floor(issued_at)
 
+    def prune_seen(self, older_than: timedelta = timedelta(days=7)) -> int:
+        """Forget command ids seen long ago; returns rows removed.
+
+        Safe because a command older than its lifetime is EXPIRED and an old sequence is
+        STALE_SEQUENCE anyway; this only keeps the hub's database small.
+        """
+        if older_than < timedelta(seconds=MANUAL_LIFETIME_S) + self._skew:
+            raise ValueError("keep seen ids for at least a command lifetime plus the skew")
+        cutoff = (self._clock.now() - older_than).isoformat()
+        return self._db.execute("DELETE FROM seen_command WHERE seen_at < ?", (cutoff,)).rowcount
+
     def recheck(self, verdict: Verdict) -> Verdict:
         """Right before the pump is told: still inside the deadline? (EXPIRED otherwise)."""
         if not verdict.accepted or verdict.deadline is None:

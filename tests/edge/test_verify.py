@@ -131,6 +131,10 @@ def test_resent_captured_commands_never_execute_twice(tmp_path, hub, signer):
         clock=clock,
     )
     executed = sum(reopened.verify(e).accepted for e in captured)
+    # a week later the ids are forgotten, and the commands are still refused (expired)
+    true.advance(7 * 86400)
+    assert reopened.prune_seen() == 1000
+    executed += sum(reopened.verify(e).accepted for e in captured)
     reopened.close()
     assert executed == 0
 
