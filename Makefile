@@ -106,6 +106,10 @@ bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus �
 
 CONTROLLER ?= baseline
 
+.PHONY: bench-kernels
+bench-kernels: setup ## dosing kernels, full decisions (24 h history, 6 h forecast) on one core: RESULT kernels …
+	@$(PY) -m bench.kernels
+
 .PHONY: bench-sim
 bench-sim: setup ## simulation speed, 30 virtual people × 14 days: RESULT sim …
 	@$(PY) -m bench.sim

@@ -195,7 +195,7 @@ class PackedInput:
     basal_start_min: F64
     basal_rate_u_per_h: F64
 
-    def arrays(self) -> tuple[F64, ...]:
+    def arrays(self) -> tuple[F64, F64, F64, F64, F64, F64, F64, F64, F64, F64, F64, F64]:
         return (
             self.params, self.cgm_t_s, self.cgm_mg_dl, self.dose_t_s, self.dose_kind,
             self.dose_amount, self.dose_duration_min, self.carb_t_s, self.carb_g,

@@ -68,8 +68,9 @@ def test_insulin_grid_matches_reference(seed: int, n_past: int) -> None:
         iob, act,
     )  # fmt: skip
     ref = insulin_grid_reference(
-        now, utc, n_past, *(a.tolist() for a in args), c.basal_start_min.tolist(),
-        c.basal_rate_u_per_h.tolist(), model, td, tp, delay,
+        now, utc, n_past, c.dose_t_s.tolist(), c.dose_kind.tolist(), c.dose_amount.tolist(),
+        c.dose_duration_min.tolist(), c.basal_start_min.tolist(), c.basal_rate_u_per_h.tolist(),
+        model, td, tp, delay,
     )  # fmt: skip
     _close(iob, np.array(ref[0]))
     _close(act, np.array(ref[1]))

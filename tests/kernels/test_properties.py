@@ -40,10 +40,14 @@ def check_invariants(case: PackedInput, out: np.ndarray) -> None:
     reasons = Reason(int(out[Out.REASONS]))
     assert np.all(np.isfinite(out)), "NaN or infinity in the decision"
     rate, smb, sched = out[Out.RATE], out[Out.SMB], out[Out.SCHEDULED_BASAL]
-    assert rate >= 0.0 and smb >= 0.0 and out[Out.DURATION] >= 0.0 and out[Out.COB] >= 0.0
+    assert rate >= 0.0
+    assert smb >= 0.0
+    assert out[Out.DURATION] >= 0.0
+    assert out[Out.COB] >= 0.0
     lines = out[Out.LINE_MAIN : Out.LINE_ZT + 73]
     if out[Out.BG] > 0:
-        assert lines.min() >= 39.0 and lines.max() <= 400.0
+        assert lines.min() >= 39.0
+        assert lines.max() <= 400.0
     max_safe = out[Out.MAX_SAFE_BASAL]
     assert max_safe <= min(p[Param.MAX_BASAL], HARD_MAX_BASAL_U_PER_H[age]) + EPS
     if out[Out.ACTION] == Action.TEMP_BASAL:
@@ -67,7 +71,9 @@ def check_invariants(case: PackedInput, out: np.ndarray) -> None:
         assert smb == 0.0
         assert out[Out.ACTION] != Action.TEMP_BASAL or rate <= sched + EPS
     if p[Param.UNCERTAIN_DELIVERY]:
-        assert out[Out.ACTION] == Action.NONE and smb == 0.0 and out[Out.ENACT] == 0.0
+        assert out[Out.ACTION] == Action.NONE
+        assert smb == 0.0
+        assert out[Out.ENACT] == 0.0
     if p[Param.MODE] == 0.0:
         assert out[Out.ENACT] == 0.0
 

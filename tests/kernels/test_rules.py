@@ -71,8 +71,10 @@ def test_iob_of_one_unit_at_peak_of_exponential_curve() -> None:
     # ·e^(-75/τ) + 1) = 0.6943. The 10-min delay puts the peak at 85 min after the bolus.
     iob, act = insulin_curve([85.0, 80.0, 90.0, 0.0, 10.0, 370.0], RAPID)
     assert iob[0] == pytest.approx(0.6943, abs=5e-4)
-    assert act[0] > act[1] and act[0] > act[2]  # activity peaks at the peak time
-    assert iob[3] == 1.0 and iob[4] == 1.0  # nothing acts during the delay
+    assert act[0] > act[1]
+    assert act[0] > act[2]
+    assert iob[3] == 1.0
+    assert iob[4] == 1.0
     assert iob[5] == 0.0
 
 
@@ -159,7 +161,8 @@ def test_child_hard_limits_override_settings() -> None:
     d = decide(state(RISING_HIGH, settings=s))
     assert d.max_safe_basal_u_per_h == 2.0
     assert "HARD_LIMIT" in codes(d)
-    assert d.rate_u_per_h <= 2.0 and d.smb_u <= 5.0
+    assert d.rate_u_per_h <= 2.0
+    assert d.smb_u <= 5.0
 
 
 def test_suspend_threshold() -> None:
@@ -170,19 +173,24 @@ def test_suspend_threshold() -> None:
 
 def test_low_glucose_suspends() -> None:
     d = decide(state([90.0, 86.0, 82.0, 78.0, 76.0]))
-    assert d.action == Action.TEMP_BASAL and d.rate_u_per_h == 0.0 and d.duration_min == 30.0
-    assert "LOW_GLUCOSE" in codes(d) and d.smb_u == 0.0
+    assert d.action == Action.TEMP_BASAL
+    assert d.rate_u_per_h == 0.0
+    assert d.duration_min == 30.0
+    assert "LOW_GLUCOSE" in codes(d)
+    assert d.smb_u == 0.0
 
 
 def test_predicted_low_suspends() -> None:
     d = decide(state([150.0, 140.0, 130.0, 120.0, 110.0, 100.0]))  # -2 mg/dL/min
-    assert d.action == Action.TEMP_BASAL and d.rate_u_per_h == 0.0
+    assert d.action == Action.TEMP_BASAL
+    assert d.rate_u_per_h == 0.0
     assert "PREDICTED_LOW" in codes(d)
 
 
 def test_high_and_rising_gives_micro_bolus_within_limits() -> None:
     d = decide(state(RISING_HIGH))
-    assert d.action == Action.TEMP_BASAL and d.enact
+    assert d.action == Action.TEMP_BASAL
+    assert d.enact
     assert 0.0 < d.smb_u <= 0.5  # 30 min of a 1 U/h basal
     assert d.smb_u <= d.insulin_required_u / 2 + 1e-9
     assert 1.0 < d.rate_u_per_h <= 4.0
@@ -191,12 +199,14 @@ def test_high_and_rising_gives_micro_bolus_within_limits() -> None:
 
 def test_temp_only_mode_gives_no_micro_bolus() -> None:
     d = decide(state(RISING_HIGH, mode=Mode.CLOSED_LOOP))
-    assert d.smb_u == 0.0 and d.rate_u_per_h > 1.0
+    assert d.smb_u == 0.0
+    assert d.rate_u_per_h > 1.0
 
 
 def test_max_iob_zero_means_no_automatic_insulin_above_basal() -> None:
     d = decide(state(RISING_HIGH, settings=settings(max_iob_u=0.0)))
-    assert d.smb_u == 0.0 and d.rate_u_per_h <= 1.0
+    assert d.smb_u == 0.0
+    assert d.rate_u_per_h <= 1.0
     assert "MAX_IOB_ZERO" in codes(d)
 
 
@@ -218,12 +228,16 @@ def test_max_iob_caps_the_increase() -> None:
 )
 def test_doubtful_cgm_never_increases(kw: dict[str, Any], code: str) -> None:
     d = decide(state(RISING_HIGH, **kw))
-    assert code in codes(d) and d.smb_u == 0.0 and d.rate_u_per_h <= 1.0
+    assert code in codes(d)
+    assert d.smb_u == 0.0
+    assert d.rate_u_per_h <= 1.0
 
 
 def test_flat_signal_for_45_min_never_increases() -> None:
     d = decide(state([250.0] * 10))
-    assert "FLAT_CGM" in codes(d) and d.smb_u == 0.0 and d.rate_u_per_h <= 1.0
+    assert "FLAT_CGM" in codes(d)
+    assert d.smb_u == 0.0
+    assert d.rate_u_per_h <= 1.0
 
 
 def test_stale_cgm_cancels_a_high_temp_and_cuts_zero_temps() -> None:
@@ -231,12 +245,16 @@ def test_stale_cgm_cancels_a_high_temp_and_cuts_zero_temps() -> None:
     assert decide(state(RISING_HIGH, age_s=900.0, pump=high)).action == Action.CANCEL_TEMP
     zero = PumpState(running_temp_rate_u_per_h=0.0, running_temp_remaining_min=120.0)
     d = decide(state([70.0] * 6, age_s=900.0, pump=zero))
-    assert d.action == Action.TEMP_BASAL and d.rate_u_per_h == 0.0 and d.duration_min == 30.0
+    assert d.action == Action.TEMP_BASAL
+    assert d.rate_u_per_h == 0.0
+    assert d.duration_min == 30.0
 
 
 def test_uncertain_delivery_stops_automatic_dosing() -> None:
     d = decide(state(RISING_HIGH, pump=PumpState(uncertain_delivery=True)))
-    assert d.action == Action.NONE and d.smb_u == 0.0 and not d.enact
+    assert d.action == Action.NONE
+    assert d.smb_u == 0.0
+    assert not d.enact
     assert "UNCERTAIN_DELIVERY" in codes(d)
 
 
@@ -250,37 +268,45 @@ def test_uncertain_delivery_stops_automatic_dosing() -> None:
 )
 def test_micro_bolus_spacing_and_stacking(kw: dict[str, Any], code: str) -> None:
     d = decide(state(RISING_HIGH, **kw))
-    assert d.smb_u == 0.0 and code in codes(d)
+    assert d.smb_u == 0.0
+    assert code in codes(d)
 
 
 def test_running_temp_within_20_percent_is_kept() -> None:
     rate = decide(state(RISING_HIGH, mode=Mode.CLOSED_LOOP)).rate_u_per_h
     near = PumpState(running_temp_rate_u_per_h=rate * 0.9, running_temp_remaining_min=25.0)
     d = decide(state(RISING_HIGH, mode=Mode.CLOSED_LOOP, pump=near))
-    assert d.action == Action.NONE and "TEMP_KEPT" in codes(d)
+    assert d.action == Action.NONE
+    assert "TEMP_KEPT" in codes(d)
     ending = PumpState(running_temp_rate_u_per_h=rate * 0.9, running_temp_remaining_min=15.0)
     d = decide(state(RISING_HIGH, mode=Mode.CLOSED_LOOP, pump=ending))
-    assert d.action == Action.TEMP_BASAL and d.rate_u_per_h == pytest.approx(rate)
+    assert d.action == Action.TEMP_BASAL
+    assert d.rate_u_per_h == pytest.approx(rate)
 
 
 def test_open_loop_recommends_without_enacting() -> None:
     d = decide(state(RISING_HIGH, mode=Mode.OPEN_LOOP))
-    assert d.action == Action.TEMP_BASAL and d.rate_u_per_h > 1.0 and not d.enact
+    assert d.action == Action.TEMP_BASAL
+    assert d.rate_u_per_h > 1.0
+    assert not d.enact
     assert "OPEN_LOOP" in codes(d)
 
 
 def test_suspend_only_mode() -> None:
     assert decide(state(RISING_HIGH, mode=Mode.LOW_GLUCOSE_SUSPEND)).rate_u_per_h <= 1.0
     low = decide(state([90.0, 84.0, 78.0, 74.0], mode=Mode.LOW_GLUCOSE_SUSPEND))
-    assert low.rate_u_per_h == 0.0 and low.enact
+    assert low.rate_u_per_h == 0.0
+    assert low.enact
     zero = PumpState(running_temp_rate_u_per_h=0.0, running_temp_remaining_min=10.0)
     back = decide(state([140.0] * 3 + [141.0], mode=Mode.LOW_GLUCOSE_SUSPEND, pump=zero))
-    assert back.action == Action.CANCEL_TEMP and "RESUME" in codes(back)
+    assert back.action == Action.CANCEL_TEMP
+    assert "RESUME" in codes(back)
 
 
 def test_sensitivity_ratio_is_bounded() -> None:
     d = decide(state(RISING_HIGH, sensitivity_ratio=2.0))
-    assert d.sensitivity_ratio == 1.2 and "SENSITIVITY_BOUNDED" in codes(d)
+    assert d.sensitivity_ratio == 1.2
+    assert "SENSITIVITY_BOUNDED" in codes(d)
 
 
 def test_same_input_same_output_and_reference_agrees() -> None:
@@ -292,9 +318,11 @@ def test_same_input_same_output_and_reference_agrees() -> None:
     )
     a, b, ref = decide(inp), decide(inp), decide_reference(inp)
     assert a == b
-    assert a.action == ref.action and a.reasons == ref.reasons
+    assert a.action == ref.action
+    assert a.reasons == ref.reasons
     assert a.forecast.main == pytest.approx(ref.forecast.main, abs=1e-9)
-    assert len(a.forecast.main) == 73 and a.forecast.step_min == 5
+    assert len(a.forecast.main) == 73
+    assert a.forecast.step_min == 5
 
 
 def test_forecast_lines_start_at_the_current_glucose() -> None:
@@ -327,9 +355,11 @@ BOLUS: dict[str, Any] = {
 
 def test_bolus_hand_worked() -> None:
     a = bolus_advice(**BOLUS)  # 60/10 + (180 - 100)/40 - 1 = 7 U
-    assert a.total_u == pytest.approx(7.0) and a.immediate_u == pytest.approx(7.0)
+    assert a.total_u == pytest.approx(7.0)
+    assert a.immediate_u == pytest.approx(7.0)
     falling = bolus_advice(**BOLUS, trend_mg_dl_per_min=-2.0)  # 7 - 2·30/40 = 5.5 U
-    assert falling.total_u == pytest.approx(5.5) and BolusWarning.FALLING_TREND in falling.warnings
+    assert falling.total_u == pytest.approx(5.5)
+    assert BolusWarning.FALLING_TREND in falling.warnings
 
 
 def test_bolus_rounds_down_to_the_increment() -> None:
@@ -339,19 +369,23 @@ def test_bolus_rounds_down_to_the_increment() -> None:
 
 def test_no_correction_when_low_and_carbs_suggested() -> None:
     a = bolus_advice(**{**BOLUS, "carbs_g": 0.0, "bg_mg_dl": 60.0, "iob_u": 0.0})
-    assert a.total_u == 0.0 and a.correction_u <= 0.0
-    assert BolusWarning.LOW_GLUCOSE in a.warnings and a.suggested_carbs_g >= 15.0
+    assert a.total_u == 0.0
+    assert a.correction_u <= 0.0
+    assert BolusWarning.LOW_GLUCOSE in a.warnings
+    assert a.suggested_carbs_g >= 15.0
 
 
 def test_bolus_capped_by_age_group() -> None:
     a = bolus_advice(**{**BOLUS, "carbs_g": 200.0}, max_bolus_u=20.0, age_group="child")
     assert a.total_u == 5.0
-    assert BolusWarning.CAPPED in a.warnings and BolusWarning.SETTING_CLAMPED in a.warnings
+    assert BolusWarning.CAPPED in a.warnings
+    assert BolusWarning.SETTING_CLAMPED in a.warnings
 
 
 def test_dual_wave_split() -> None:
     a = bolus_advice(**BOLUS, immediate_pct=60.0, extended_duration_min=120.0)
-    assert a.immediate_u == pytest.approx(4.2) and a.extended_u == pytest.approx(2.8)
+    assert a.immediate_u == pytest.approx(4.2)
+    assert a.extended_u == pytest.approx(2.8)
     assert a.extended_duration_min == 120.0
 
 
@@ -380,6 +414,8 @@ def test_metrics_hand_worked() -> None:
         40.0,
         20.0,
     )
-    assert m.mean_mg_dl == 154.0 and m.gmi_pct == pytest.approx(3.31 + 0.02392 * 154.0)
+    assert m.mean_mg_dl == 154.0
+    assert m.gmi_pct == pytest.approx(3.31 + 0.02392 * 154.0)
     assert m.coverage_pct == 50.0  # 5 readings of 10 expected
-    assert m.lbgi > 0.0 and m.hbgi > 0.0
+    assert m.lbgi > 0.0
+    assert m.hbgi > 0.0
