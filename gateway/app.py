@@ -89,5 +89,5 @@ def create_app(
         nightscout_router,
     ):
         app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, router_app=app)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

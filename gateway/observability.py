@@ -6,7 +6,6 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,7 +17,6 @@ from prometheus_client import (
     generate_latest,
 )
 from sqlalchemy import text
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.deps import RuntimeDep
@@ -50,21 +48,22 @@ class HttpMetrics:
         )
 
 
-def _route_template(app: Any, scope: Scope) -> str:
-    for route in getattr(app, "routes", []):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "?"))
-    return "unmatched"  # never the raw path: ids must not become metric labels
+def _route_template(scope: Scope) -> str:
+    """The matched route's template; never the raw path (ids must not become metric labels)."""
+    route = scope.get("route")
+    for attribute in ("path_format", "path"):
+        value = getattr(route, attribute, None)
+        if isinstance(value, str):
+            return value
+    return "unmatched"
 
 
 class RequestContextMiddleware:
     """Pure ASGI: request id in a contextvar and the X-Request-ID header; metrics; access log."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics, router_app: Any) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.router_app = router_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +88,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed_s = time.perf_counter() - started
-            route = _route_template(self.router_app, scope)
+            route = _route_template(scope)
             method = str(scope.get("method", "?"))
             self.metrics.requests.labels(method, route, str(status_code)).inc()
             self.metrics.latency.labels(method, route).observe(elapsed_s)

@@ -173,3 +173,18 @@ def test_jwks_publishes_the_verification_key(client, signing_key):
     )
     assert claims["sub"] == user.id
     assert header["alg"] == "EdDSA"
+
+
+def test_request_id_and_metrics_use_route_templates(client):
+    user = make_user(client)
+    r = client.get(
+        f"/api/v1/people/{user.id}/glucose", headers={**user.auth, "X-Request-ID": "abc-123"}
+    )
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = client.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32
+    bad = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert bad.headers["x-request-id"] != "bad id with spaces"
+    metrics = client.get("/metrics").text
+    assert 'route="/api/v1/people/{person_id}/glucose"' in metrics
+    assert user.id not in metrics
