@@ -78,6 +78,8 @@ class RunnerConfig:
     max_poll_records: int = 500
     poll_timeout_ms: int = 200
     # Shorter than Kafka's 45 s default so partitions of a crashed member move on quickly.
+    # Commit offsets without waiting for the broker while running (latency); sync on stop.
+    async_commit: bool = True
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
@@ -184,7 +186,7 @@ class ConsumerRunner:
                 self._update_lag(consumer)
         finally:
             try:
-                self._commit(consumer)
+                self._commit(consumer, final=True)
             finally:
                 consumer.close(autocommit=False)
                 self._consumer = None
@@ -210,14 +212,22 @@ class ConsumerRunner:
             with contextlib.suppress(KeyError):
                 CONSUMER_LAG.remove(tp.topic, self.config.group_id, str(tp.partition))
 
-    def _commit(self, consumer: KafkaConsumer) -> None:
-        if not self._pending:
+    def _commit(self, consumer: KafkaConsumer, *, final: bool = False) -> None:
+        """Commit offsets of stored records: asynchronously while running, synchronously last.
+
+        An asynchronous commit that fails or is overtaken by a rebalance only means
+        re-delivery of records that are already stored, which the dedupe table skips.
+        """
+        offsets = dict(self._next_offset) if final else dict(self._pending)
+        if not offsets:
             return
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._pending.items()}
+        to_commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
         try:
-            consumer.commit(offsets)
+            if final or not self.config.async_commit:
+                consumer.commit(to_commit)
+            else:
+                consumer.commit_async(to_commit, callback=_log_commit_failure)
         except Exception as exc:
-            # Not fatal: the records are stored and deduped; they may be delivered again.
             log.warning("offset commit failed (%s); records may be re-delivered", exc)
             return
         self._pending.clear()
@@ -468,6 +478,11 @@ class ConsumerRunner:
             )
             self._own_dlq_producer = True
         return self._dlq_producer
+
+
+def _log_commit_failure(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.warning("async offset commit failed (%s); records may be re-delivered", response)
 
 
 def _row(envelope: Envelope) -> tuple[str, str, int, int]:

@@ -9,8 +9,8 @@ __all__ = [
     "EVENTS_DEAD_LETTERED",
     "EVENTS_DUPLICATE",
     "EVENTS_HANDLED",
-    "EVENTS_PUBLISHED",
     "EVENTS_RETRIED",
+    "EVENTS_SENT",
     "HANDLER_SECONDS",
     "OUTBOX_PENDING",
     "OUTBOX_PUBLISHED",
@@ -43,9 +43,7 @@ CONSUMER_LAG = Gauge(
     "High watermark minus the next offset to handle, per partition",
     (*_LABELS, "partition"),
 )
-EVENTS_PUBLISHED = Counter(
-    "langerhans_events_published_total", "Events acknowledged by the broker", ("topic",)
-)
+EVENTS_SENT = Counter("langerhans_events_sent_total", "Events handed to the producer", ("topic",))
 OUTBOX_PUBLISHED = Counter(
     "langerhans_outbox_published_total", "Outbox rows published and marked", ("topic",)
 )
