@@ -151,7 +151,7 @@ class EdgeAgent:
         self._cgm_link = Link.BLE_LINK_STATE_CONNECTING
         self._skew_s = 0.0
         self._started_mono = time.monotonic()
-        self._started_loop_s = asyncio.get_event_loop().time()
+        self._started_loop_s = time.monotonic()
         self._next_heartbeat: datetime | None = None
         self.local_suspend = False
         self._command_lock = asyncio.Lock()
@@ -170,10 +170,8 @@ class EdgeAgent:
             # never heard from the cloud: count from start-up, so a hub that boots while the
             # gateway is starting does not act as if it had been offline for long
             seen = self._started_loop_s
-        elif not self.link.connected:
-            return False
         # real seconds since the last cloud message, scaled to the agent's clock
-        elapsed_real = asyncio.get_running_loop().time() - seen
+        elapsed_real = time.monotonic() - seen
         speed = getattr(self.clock, "speed", 1.0)
         return elapsed_real * speed < self.config.offline_after_s
 

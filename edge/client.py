@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +248,7 @@ class HubLink:
                         response = nxt.result()
                     except StopAsyncIteration:
                         return
-                    self.last_cloud_message_mono_s = asyncio.get_running_loop().time()
+                    self.last_cloud_message_mono_s = time.monotonic()
                     kind = response.WhichOneof("payload")
                     if kind == "welcome":
                         self.connected = True
