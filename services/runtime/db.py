@@ -35,6 +35,10 @@ naming_convention: dict[str, str] = {
 }
 
 
+# Arbitrary constant advisory-lock id for schema creation ("LGHSCHEM" in ASCII).
+_SCHEMA_LOCK_KEY = 0x4C4748534348454D
+
+
 def new_metadata() -> MetaData:
     """MetaData with stable constraint names (Alembic needs them to diff)."""
     return MetaData(naming_convention=naming_convention)
@@ -66,6 +70,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+    # The stdlib driver starts transactions lazily (only before DML) and so auto-commits
+    # DDL and breaks SAVEPOINT: a rolled-back unit of work could still leave rows behind.
+    # Take over: no implicit transactions, SQLAlchemy's "begin" emits ours (below).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+    # instead of one failing with SQLITE_BUSY when it upgrades a read to a write.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_service_engine(service: str, database_url: str | None = None, **kwargs: Any) -> Engine:
@@ -80,9 +94,13 @@ def create_service_engine(service: str, database_url: str | None = None, **kwarg
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
     with engine.begin() as connection:
+        # CREATE SCHEMA IF NOT EXISTS is not safe against itself: two replicas starting at
+        # once can both pass the check and one fails on the catalogue's unique index.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine.execution_options(schema_translate_map={None: schema})
 
