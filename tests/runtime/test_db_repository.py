@@ -115,8 +115,13 @@ def test_duplicate_is_refused_and_the_rest_of_the_unit_is_kept(engine: Engine) -
 
 def test_failed_unit_of_work_writes_nothing(engine: Engine) -> None:
     factory = sessionmaker(engine)
-    with pytest.raises(RuntimeError), session_scope(factory) as session:
-        ReadingRepository(session).add("p-1", "k-1", 110)
-        raise RuntimeError("handler failed after the insert")
+
+    def handle() -> None:
+        with session_scope(factory) as session:
+            ReadingRepository(session).add("p-1", "k-1", 110)
+            raise RuntimeError("handler failed after the insert")
+
+    with pytest.raises(RuntimeError):
+        handle()
     with session_scope(factory) as session:
         assert ReadingRepository(session).count() == 0
