@@ -236,8 +236,11 @@ async def run_service(
         for task in done:
             if task is stop_task or failure is not None:
                 continue
+            error = task.exception()
+            if error is None and stop.is_set():
+                continue  # finished because it was told to
             # A worker returning before stop is as bad as one crashing: its topic is unread.
-            failure = task.exception() or RuntimeError(
+            failure = error or RuntimeError(
                 f"{task.get_name()} ended before the service was stopped"
             )
             logger.error("%s failed; stopping the service", task.get_name(), exc_info=failure)
