@@ -191,6 +191,7 @@ def migrate_command(service: str) -> int:
         print(f"{service}: migration failed: {error}", file=sys.stderr)
         logger.exception("migration of %s failed", service)
         return 1
-    where = "PostgreSQL" if settings.database_url else "SQLite (var/db)"
+    url = settings.database_url or "sqlite (var/db)"
+    where = "SQLite" if url.startswith("sqlite") else "PostgreSQL"
     print(f"{service}: schema at revision {revision or '(empty)'} on {where}")
     return 0

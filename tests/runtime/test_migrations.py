@@ -180,3 +180,19 @@ def test_migrate_command_reports_a_service_without_migrations(
 ) -> None:
     assert migrations.migrate_command("no-such-service") == 2
     assert "no migrations folder" in capsys.readouterr().err
+
+
+def test_migrate_command_upgrades_the_configured_database(
+    versions_dir: Path,
+    database_url: str,
+    unique_service: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr(migrations, "default_versions_dir", lambda service: versions_dir)
+    assert migrations.migrate_command(unique_service) == 0
+    out = capsys.readouterr().out
+    assert "revision 0002" in out
+    assert ("PostgreSQL" if database_url.startswith("postgres") else "SQLite") in out
+    assert migrations.current_revision(unique_service, database_url) == "0002"
