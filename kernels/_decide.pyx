@@ -1,6 +1,6 @@
 # Full dosing decision on packed arrays: insulin grid, dynamic carbs, sensitivity, forecast lines
 # and every safety rule; kernels/reference/decide.py is the line-by-line Python twin.
-from libc.math cimport NAN, isnan, floor, sqrt
+from libc.math cimport floor, isfinite, isinf, isnan
 from kernels._core cimport (
     STEP_MIN, N_FUTURE, HIST_STEPS, MAX_LAG, MAX_CARBS, MAX_DEVS,
     clamp, carb_fraction, curve_table, convolve, deposit_doses, minute_of_day, scheduled_basal,
@@ -171,7 +171,7 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     cdef double bg, last_rel, age_min, lo_v, hi_v, ratio, raw_ratio, isf_eff, basal_eff, csf
     cdef double med, span_start, m_total, obs, a_i, o, cob, e0, f0, gfrac, end, v_mom, v_rc
     cdef double sx, sy, sxx, sxy, nm, disc, cov, ci, t, w, ins, carb, rc, pd, ud, threshold, target
-    cdef double eventual, min_pred, min_guard, req, desired, upper, room, smb, cur_rate, act_now
+    cdef double last_bolus, eventual, min_pred, min_guard, req, desired, upper, room, smb, cur_rate, act_now
     cdef double run_rate = p[P_RUN_RATE], run_rem = p[P_RUN_REM]
     cdef bint stale = False, future = False, no_increase = False, carbs_active = False
     cdef bint running, low, flat, valid
@@ -490,6 +490,13 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     out[O_MIN_GUARD] = min_guard
 
     # ---- decision
+    # the latest bolus is the pump's report or the newest bolus in the history, whichever is later
+    last_bolus = p[P_LAST_BOLUS]
+    i = n_doses - 1
+    while i >= 0 and dose_kind[i] != 0.0:
+        i -= 1
+    if i >= 0 and (isnan(last_bolus) or dose_t[i] > last_bolus):
+        last_bolus = dose_t[i]
     req = 0.0
     smb = 0.0
     desired = sched_now
@@ -549,10 +556,10 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
                     if mode == 3 and req > 0.0 and not no_increase:
                         if p[P_BOLUSING] != 0.0:
                             reasons |= R_SMB_RUNNING
-                        elif not isnan(p[P_LAST_BOLUS]) and p[P_LAST_BOLUS] > now:
+                        elif not isnan(last_bolus) and last_bolus > now:
                             reasons |= R_SMB_NEWER
                         elif ((not isnan(p[P_LAST_SMB]) and now - p[P_LAST_SMB] < 180.0)
-                              or (not isnan(p[P_LAST_BOLUS]) and now - p[P_LAST_BOLUS] < 180.0)):
+                              or (not isnan(last_bolus) and now - last_bolus < 180.0)):
                             reasons |= R_SMB_SOON
                         else:
                             smb = 0.5 * req
@@ -612,6 +619,89 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     return 0
 
 
+cdef inline bint _sorted_finite(const double* t, Py_ssize_t n) noexcept nogil:
+    """All finite and non-decreasing."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not isfinite(t[i]) or (i > 0 and t[i] < t[i - 1]):
+            return False
+    return True
+
+
+cdef inline bint _all_in(const double* v, Py_ssize_t n, double lo, double hi) noexcept nogil:
+    """Every value finite and within [lo, hi]."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not (v[i] >= lo and v[i] <= hi):
+            return False
+    return True
+
+
+cdef const char* _check(const double* p, const double* cgm_t, const double* cgm_v, Py_ssize_t n_cgm,
+                        const double* dose_t, const double* dose_kind, const double* dose_amount,
+                        const double* dose_dur, Py_ssize_t n_doses, const double* carb_t,
+                        const double* carb_g, const double* carb_abs, Py_ssize_t n_carbs,
+                        const double* sched_start, const double* sched_rate,
+                        Py_ssize_t n_sched) noexcept nogil:
+    """Reject anything the kernel cannot dose safely from (message) — NULL when all is well.
+    The packed path skips pydantic, so the bounds that keep the kernel in its buffers and the
+    maths meaningful are checked here, in O(n)."""
+    cdef Py_ssize_t i
+    if not isfinite(p[P_NOW]):
+        return "now must be finite"
+    if not (p[P_MODE] == 0 or p[P_MODE] == 1 or p[P_MODE] == 2 or p[P_MODE] == 3):
+        return "mode must be 0-3"
+    if not (p[P_AGE] == 0 or p[P_AGE] == 1 or p[P_AGE] == 2 or p[P_AGE] == 3 or p[P_AGE] == 4):
+        return "age group must be 0-4"
+    if not (p[P_ISF] >= 10.0 and p[P_ISF] <= 500.0 and p[P_CR] >= 2.0 and p[P_CR] <= 150.0):
+        return "ISF must be 10-500 and carb ratio 2-150"
+    if not (p[P_MIN_BG] >= 70.0 and p[P_MAX_BG] >= p[P_MIN_BG] and p[P_MAX_BG] <= 200.0):
+        return "target range must satisfy 70 <= min <= max <= 200"
+    if not (p[P_SUSPEND] >= 67.0 and p[P_SUSPEND] <= 110.0):
+        return "suspend threshold must be 67-110"
+    if not (p[P_MAX_BASAL] >= 0.0 and p[P_MAX_BASAL] <= 30.0 and p[P_MAX_IOB] >= 0.0
+            and p[P_MAX_IOB] <= 70.0 and p[P_MAX_BOLUS] >= 0.0 and p[P_MAX_BOLUS] <= 30.0):
+        return "max basal 0-30, max IOB 0-70 and max bolus 0-30"
+    if not (p[P_TD] >= 120.0 and p[P_TD] <= 480.0 and p[P_DELAY] >= 0.0 and p[P_DELAY] <= 60.0
+            and p[P_TP] >= 10.0 and p[P_TP] < 0.5 * p[P_TD]):
+        return "insulin duration 120-480, delay 0-60, peak >= 10 and below half the duration"
+    if not ((p[P_IMODEL] == 0 or p[P_IMODEL] == 1) and (p[P_CMODEL] == 0 or p[P_CMODEL] == 1)):
+        return "insulin and carb model must be 0 or 1"
+    if not (isfinite(p[P_UTC]) and p[P_NOISE] >= 0.0 and p[P_NOISE] <= 4.0):
+        return "UTC offset must be finite and noise 0-4"
+    if not (isnan(p[P_RUN_RATE]) or (p[P_RUN_RATE] >= 0.0 and p[P_RUN_RATE] <= 30.0)):
+        return "running temp rate must be NaN (none) or 0-30"
+    if not (p[P_RUN_REM] >= 0.0 and p[P_RUN_REM] <= 1440.0):
+        return "running temp remaining must be 0-1440 min"
+    if not (isfinite(p[P_BOLUSING]) and isfinite(p[P_UNCERTAIN]) and isfinite(p[P_UAM])):
+        return "flags must be finite"
+    if isinf(p[P_LAST_BOLUS]) or isinf(p[P_LAST_SMB]):
+        return "last bolus / SMB times must be NaN (none) or finite"
+    if not (isnan(p[P_SENS]) or (p[P_SENS] > 0.0 and p[P_SENS] <= 5.0)):
+        return "sensitivity ratio must be NaN (computed) or in (0, 5]"
+    if not (p[P_BASAL_INC] > 0.0 and p[P_BASAL_INC] <= 1.0 and p[P_BOLUS_INC] > 0.0
+            and p[P_BOLUS_INC] <= 1.0):
+        return "pump increments must be in (0, 1]"
+    if not _sorted_finite(cgm_t, n_cgm) or not _all_in(cgm_v, n_cgm, 39.0, 401.0):
+        return "CGM times must be sorted and values 39-401"
+    if not _sorted_finite(dose_t, n_doses) or not _all_in(dose_amount, n_doses, 0.0, 60.0) \
+            or not _all_in(dose_dur, n_doses, 0.0, 1440.0) or not _all_in(dose_kind, n_doses, 0.0, 2.0):
+        return "doses must be sorted, amounts 0-60, durations 0-1440 min, kinds 0-2"
+    for i in range(n_doses):
+        if dose_kind[i] != 0.0 and dose_kind[i] != 1.0 and dose_kind[i] != 2.0:
+            return "dose kind must be 0, 1 or 2"
+    if not _sorted_finite(carb_t, n_carbs) or not _all_in(carb_g, n_carbs, 0.0, 250.0) \
+            or not _all_in(carb_abs, n_carbs, 30.0, 480.0):
+        return "carbs must be sorted, 0-250 g, absorption 30-480 min"
+    if n_sched == 0 or sched_start[0] != 0.0 or not _all_in(sched_rate, n_sched, 0.0, 30.0) \
+            or not _all_in(sched_start, n_sched, 0.0, 1439.999):
+        return "basal schedule must start at minute 0 with rates 0-30"
+    for i in range(1, n_sched):
+        if sched_start[i] <= sched_start[i - 1]:
+            return "basal schedule must increase"
+    return NULL
+
+
 def decide_packed(const double[::1] params, const double[::1] cgm_t_s,
                   const double[::1] cgm_mg_dl, const double[::1] dose_t_s,
                   const double[::1] dose_kind, const double[::1] dose_amount,
@@ -619,9 +709,19 @@ def decide_packed(const double[::1] params, const double[::1] cgm_t_s,
                   const double[::1] carb_g, const double[::1] carb_absorption_min,
                   const double[::1] basal_start_min, const double[::1] basal_rate_u_per_h,
                   double[::1] out):
-    """Full decision on pre-validated packed arrays; fills `out` (kernels._layout.Out)."""
+    """Full decision on packed arrays; fills `out` (kernels._layout.Out), ValueError if invalid."""
     global _tab_lag
     cdef int rc
+    cdef const char* msg
+    cdef const double* cgm_t = &cgm_t_s[0] if cgm_t_s.shape[0] else NULL
+    cdef const double* cgm_v = &cgm_mg_dl[0] if cgm_t_s.shape[0] else NULL
+    cdef const double* d_t = &dose_t_s[0] if dose_t_s.shape[0] else NULL
+    cdef const double* d_k = &dose_kind[0] if dose_t_s.shape[0] else NULL
+    cdef const double* d_a = &dose_amount[0] if dose_t_s.shape[0] else NULL
+    cdef const double* d_d = &dose_duration_min[0] if dose_t_s.shape[0] else NULL
+    cdef const double* c_t = &carb_t_s[0] if carb_t_s.shape[0] else NULL
+    cdef const double* c_g = &carb_g[0] if carb_t_s.shape[0] else NULL
+    cdef const double* c_a = &carb_absorption_min[0] if carb_t_s.shape[0] else NULL
     cdef double c[MAX_LAG + 1]
     cdef double act[MAX_LAG + 1]
     cdef Py_ssize_t lag, i
@@ -635,6 +735,12 @@ def decide_packed(const double[::1] params, const double[::1] cgm_t_s,
             or basal_rate_u_per_h.shape[0] != basal_start_min.shape[0]
             or basal_start_min.shape[0] == 0):
         raise ValueError("packed arrays of mismatched length")
+    with nogil:
+        msg = _check(&params[0], cgm_t, cgm_v, cgm_t_s.shape[0], d_t, d_k, d_a, d_d,
+                     dose_t_s.shape[0], c_t, c_g, c_a, carb_t_s.shape[0], &basal_start_min[0],
+                     &basal_rate_u_per_h[0], basal_start_min.shape[0])
+    if msg != NULL:
+        raise ValueError(msg.decode("utf-8"))
     if (_tab_lag < 0 or _tab_key[0] != params[P_IMODEL] or _tab_key[1] != params[P_TD]
             or _tab_key[2] != params[P_TP] or _tab_key[3] != params[P_DELAY]):
         _tab_lag = curve_table(_tab_c, _tab_a, <int>params[P_IMODEL], params[P_TD], params[P_TP],
@@ -648,12 +754,7 @@ def decide_packed(const double[::1] params, const double[::1] cgm_t_s,
         c[i] = _tab_c[i]
         act[i] = _tab_a[i]
     with nogil:
-        rc = _decide(&params[0], &cgm_t_s[0] if cgm_t_s.shape[0] else NULL, &cgm_mg_dl[0] if cgm_mg_dl.shape[0] else NULL,
-                     cgm_t_s.shape[0],
-                     &dose_t_s[0] if dose_t_s.shape[0] else NULL, &dose_kind[0] if dose_kind.shape[0] else NULL,
-                     &dose_amount[0] if dose_amount.shape[0] else NULL,
-                     &dose_duration_min[0] if dose_duration_min.shape[0] else NULL, dose_t_s.shape[0],
-                     &carb_t_s[0] if carb_t_s.shape[0] else NULL, &carb_g[0] if carb_g.shape[0] else NULL,
-                     &carb_absorption_min[0] if carb_absorption_min.shape[0] else NULL, carb_t_s.shape[0],
-                     &basal_start_min[0], &basal_rate_u_per_h[0], basal_start_min.shape[0], c, act, lag, &out[0])
+        rc = _decide(&params[0], cgm_t, cgm_v, cgm_t_s.shape[0], d_t, d_k, d_a, d_d,
+                     dose_t_s.shape[0], c_t, c_g, c_a, carb_t_s.shape[0], &basal_start_min[0],
+                     &basal_rate_u_per_h[0], basal_start_min.shape[0], c, act, lag, &out[0])
     return rc

@@ -378,6 +378,10 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         reasons |= Reason.NO_INCREASE
     iob_now = o[Out.IOB]
     last_bolus, last_smb = p[Param.LAST_BOLUS_S], p[Param.LAST_SMB_S]
+    kinds, times = dose_kind.tolist(), dose_t_s.tolist()
+    bolus_times = [times[i] for i in range(len(kinds)) if kinds[i] == 0.0]
+    if bolus_times and (math.isnan(last_bolus) or bolus_times[-1] > last_bolus):
+        last_bolus = bolus_times[-1]
     if p[Param.UNCERTAIN_DELIVERY] != 0.0:
         reasons |= Reason.UNCERTAIN_DELIVERY
         action = 0

@@ -66,6 +66,8 @@ def check_invariants(case: PackedInput, out: np.ndarray) -> None:
         assert p[Param.MODE] == 3.0
         assert p[Param.BOLUS_IN_PROGRESS] == 0.0
         assert np.isnan(p[Param.LAST_BOLUS_S]) or p[Param.NOW_S] - p[Param.LAST_BOLUS_S] >= 180
+        boluses = case.dose_t_s[case.dose_kind == 0.0]
+        assert boluses.size == 0 or p[Param.NOW_S] - boluses.max() >= 180
         assert np.isnan(p[Param.LAST_SMB_S]) or p[Param.NOW_S] - p[Param.LAST_SMB_S] >= 180
     if reasons & DOUBTFUL:
         assert smb == 0.0

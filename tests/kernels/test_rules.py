@@ -419,3 +419,47 @@ def test_metrics_hand_worked() -> None:
     assert m.coverage_pct == 50.0  # 5 readings of 10 expected
     assert m.lbgi > 0.0
     assert m.hbgi > 0.0
+
+
+# ---------------------------------------------------------------- packed path validation
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"AGE_GROUP": 7.0}, "age group"),
+        ({"INSULIN_DURATION_MIN": 900.0}, "insulin duration"),
+        ({"INSULIN_PEAK_MIN": 200.0}, "insulin duration"),
+        ({"ISF": math.nan}, "ISF"),
+        ({"MODE": 9.0}, "mode"),
+        ({"MAX_IOB": 100.0}, "max IOB"),
+    ],
+)
+def test_packed_path_rejects_bad_params(change: dict[str, float], message: str) -> None:
+    from kernels.decision import decide_packed, pack
+    from tests.kernels.gen import with_params
+
+    packed = with_params(pack(state(RISING_HIGH)), **change)
+    out = np.full(385, -1.0)
+    with pytest.raises(ValueError, match=message):
+        decide_packed(packed, out)
+    assert np.all(out == -1.0)  # nothing written
+
+
+def test_packed_path_rejects_unsorted_or_nan_readings() -> None:
+    from dataclasses import replace
+
+    from kernels.decision import decide_packed, pack
+
+    packed = pack(state(RISING_HIGH))
+    with pytest.raises(ValueError, match="CGM"):
+        decide_packed(replace(packed, cgm_t_s=packed.cgm_t_s[::-1].copy()))
+    bad = packed.cgm_mg_dl.copy()
+    bad[-1] = math.nan
+    with pytest.raises(ValueError, match="CGM"):
+        decide_packed(replace(packed, cgm_mg_dl=bad))
+
+
+def test_a_bolus_in_the_history_newer_than_now_blocks_micro_boluses() -> None:
+    doses = (Dose(t_s=NOW + 20, kind=DoseKind.BOLUS, amount=0.5),)
+    d = decide(state(RISING_HIGH, doses=doses))
+    assert d.smb_u == 0.0
+    assert "SMB_BOLUS_NEWER" in codes(d)
