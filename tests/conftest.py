@@ -23,9 +23,10 @@ def postgres_url() -> str:
     TEST_POSTGRES_URL=$(scripts/postgres.sh url)), but fails under CI=true: a CI run that
     silently skips its database tests would report green without testing storage.
     """
-    url = os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL")
-    if url:
-        return url
+    candidates = (os.environ.get("TEST_POSTGRES_URL"), os.environ.get("DATABASE_URL"))
+    for url in candidates:
+        if url and url.startswith(("postgresql", "postgres:")):
+            return url
     message = "PostgreSQL tests need TEST_POSTGRES_URL or DATABASE_URL (scripts/postgres.sh start)"
     if _running_in_ci():
         pytest.fail(f"CI=true but no database configured: {message}")
