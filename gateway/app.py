@@ -89,5 +89,9 @@ def create_app(
         nightscout_router,
     ):
         app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_request_bytes,
+    )
     return app

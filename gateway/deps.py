@@ -34,6 +34,7 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "bearer_token",
+    "end_read_transaction",
     "patient_access",
     "verify_live_token",
 ]
@@ -81,6 +82,19 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 # scope="function": the commit happens before the response is sent, so a client never sees a
 # success whose commit later fails (or reads before the write is visible).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def end_read_transaction(session: Session) -> None:
+    """End a request's read-only transaction before reading through another connection.
+
+    On SQLite every transaction takes the write lock up front (services.runtime.db), so a
+    second connection used while this one is open would wait for it. Only for requests that
+    have written nothing.
+    """
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("end_read_transaction on a session with pending writes")
+    session.rollback()
+
 
 _bearer = HTTPBearer(auto_error=False, description="access token from /api/v1/auth/token")
 

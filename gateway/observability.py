@@ -61,9 +61,10 @@ def _route_template(scope: Scope) -> str:
 class RequestContextMiddleware:
     """Pure ASGI: request id in a contextvar and the X-Request-ID header; metrics; access log."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +85,29 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        received_bytes = 0
+
+        async def limited_receive() -> Message:
+            # Bodies sent without Content-Length are counted as they arrive; past the limit
+            # the request is treated as disconnected and nothing is handled.
+            nonlocal received_bytes
+            message = await receive()
+            if message["type"] == "http.request":
+                received_bytes += len(message.get("body", b""))
+                if received_bytes > self.max_body_bytes:
+                    return {"type": "http.disconnect"}
+            return message
+
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
         try:
-            await self.app(scope, receive, send_with_id)
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                response = JSONResponse(
+                    {"error": {"code": "too_large", "message": "request body too large"}},
+                    status_code=413,
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
         finally:
             elapsed_s = time.perf_counter() - started
             route = _route_template(scope)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from gateway.deps import PatientViewer, RuntimeDep
+from gateway.deps import PatientViewer, RuntimeDep, SessionDep, end_read_transaction
 from gateway.errors import InvalidRequest
 from gateway.glucose.schemas import GlucosePage, GlucoseReadingOut
 
@@ -20,8 +20,10 @@ MAX_RANGE = timedelta(days=90)
 
 @router.get("/people/{person_id}/glucose")
 def glucose(
+    *,
     ctx: PatientViewer,
     runtime: RuntimeDep,
+    session: SessionDep,
     start: Annotated[
         AwareDatetime | None, Query(description="inclusive; default end - 24 h")
     ] = None,
@@ -32,6 +34,7 @@ def glucose(
     start_at: datetime = start or end_at - timedelta(hours=24)
     if start_at >= end_at or end_at - start_at > MAX_RANGE:
         raise InvalidRequest("start must be before end, and the range at most 90 days")
+    end_read_transaction(session)
     readings = runtime.glucose.readings(ctx.person_id, start_at, end_at, limit)
     return GlucosePage(
         readings=[GlucoseReadingOut(**r.__dict__) for r in readings],

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import AwareDatetime
 
-from gateway.deps import CurrentUser, RuntimeDep, SessionDep
+from gateway.deps import CurrentUser, RuntimeDep, SessionDep, end_read_transaction
 from gateway.errors import InvalidRequest
 from gateway.partner import oauth_service, service
 from gateway.partner.deps import PartnerCaller, partner_scope
@@ -68,7 +68,14 @@ def register_app(
 
 
 @partner_router.get("/egvs")
-def egvs(caller: GlucoseReader, runtime: RuntimeDep, window: Range, limit: Limit = 2016) -> EgvsOut:
+def egvs(
+    caller: GlucoseReader,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    window: Range,
+    limit: Limit = 2016,
+) -> EgvsOut:
+    end_read_transaction(session)
     return service.egvs(runtime.glucose, caller, window[0], window[1], limit)
 
 

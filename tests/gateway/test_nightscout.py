@@ -245,3 +245,14 @@ def test_app_glucose_endpoint_reads_nightscout_uploads_with_paging(client, perso
     assert [r["glucose_mg_dl"] for r in nxt["readings"]] == [135, 132, 129, 126, 123]
     last = client.get(url, params={"limit": 5, "end": nxt["next_end"]}, headers=person.auth).json()
     assert (len(last["readings"]), last["next_end"]) == (2, None)
+
+
+def test_oversized_upload_is_refused_before_parsing(client, person, settings, engine):
+    huge = ns.xdrip_sgvs(1) * 1 + [
+        {**ns.xdrip_sgvs(1)[0], "date": ns.T0_MS - i * 1000, "pad": "x" * 2000}
+        for i in range(1, 1200)
+    ]
+    r = client.post("/api/v1/entries", json=huge, headers=W)
+    assert r.status_code == 413
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(NsEntry)).scalar_one() == 0
