@@ -116,6 +116,7 @@ class AlertSettings:
     battery_very_low_pct: float = 20.0
     suspended_max_min: float = 60.0
     isf_mg_dl_per_u: float = 50.0
+    carb_ratio_g_per_u: float = 10.0
     # Snooze limit for urgent alerts (urgent low cannot be silenced for long).
     urgent_snooze_max_min: float = 15.0
     disabled: frozenset[AlertKind] = frozenset()

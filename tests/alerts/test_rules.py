@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -19,7 +21,7 @@ from services.alerts.rules import evaluate, infusion_set_evidence, iob_fraction
 NOW = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 
 
-def state_with(values: list[float], step_min: float = 5.0, **kw) -> PatientState:
+def state_with(values: Sequence[float], step_min: float = 5.0, **kw) -> PatientState:
     start = NOW - timedelta(minutes=step_min * (len(values) - 1))
     state = PatientState("p1", first_seen=start - timedelta(hours=1), **kw)
     for i, v in enumerate(values):
@@ -27,7 +29,9 @@ def state_with(values: list[float], step_min: float = 5.0, **kw) -> PatientState
     return state
 
 
-def active(state: PatientState, settings: AlertSettings | None = None, open_kinds=()) -> set:
+def active(
+    state: PatientState, settings: AlertSettings | None = None, open_kinds=()
+) -> set[AlertKind]:
     result = evaluate(state, settings or AlertSettings(), NOW, open_kinds)
     return {k for k, c in result.items() if c.active}
 
@@ -117,7 +121,7 @@ def test_iob_curve_is_monotone_from_one_to_zero() -> None:
     values = [iob_fraction(m) for m in range(0, 370, 10)]
     assert values[0] == 1.0
     assert values[-1] == 0.0
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
     assert 0.4 < iob_fraction(120) < 0.8
 
 
@@ -135,18 +139,31 @@ def test_infusion_set_failure_when_corrections_do_not_work() -> None:
     state = _rising_against_insulin()
     evidence = infusion_set_evidence(state, AlertSettings(isf_mg_dl_per_u=50), NOW)
     assert evidence is not None
-    assert evidence.expected_drop_mg_dl >= 25
+    assert evidence.expected_change_mg_dl < -20  # the corrections should have lowered it
+    assert evidence.unexplained_rise_mg_dl >= 60 + 20
     assert AlertKind.INFUSION_SET_FAILURE in active(state)
 
 
 @pytest.mark.parametrize(
     "change",
-    ["no_corrections", "carbs_absorbing", "falling_now", "below_180", "set_changed"],
+    [
+        "slow_rise",
+        "carbs_absorbing",
+        "suspended",
+        "after_a_low",
+        "falling_now",
+        "below_180",
+        "set_changed",
+    ],
 )
 def test_infusion_set_failure_not_suspected(change: str) -> None:
     state = _rising_against_insulin()
-    if change == "no_corrections":
-        state.doses = []
+    if change == "slow_rise":
+        state = _rising_against_insulin(rate=0.3, corrections_u=0.0)
+    elif change == "suspended":
+        state.suspended_since = NOW - timedelta(minutes=30)
+    elif change == "after_a_low":
+        state.glucose[0] = GlucosePoint(state.glucose[0].time, 65)
     elif change == "carbs_absorbing":
         state.carbs.append(CarbEntry(NOW - timedelta(minutes=60), 50, 180))
     elif change == "falling_now":
