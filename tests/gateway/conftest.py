@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -123,7 +124,7 @@ def follow(client: TestClient, person: User, follower: User, **permissions: bool
     assert ok.status_code == 200, ok.text
 
 
-VALID_SETTINGS = {
+VALID_SETTINGS: dict[str, Any] = {
     "age_group": "adult",
     "basal_schedule": [
         {"start_min": 0, "rate_u_per_h": 0.8},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 T0_MS = 1_768_478_400_000  # 2026-01-15T12:00:00Z, the tests' clock
 MIN_MS = 60_000
 
@@ -13,7 +15,7 @@ def iso(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def xdrip_sgvs(n: int = 12) -> list[dict]:
+def xdrip_sgvs(n: int = 12) -> list[dict[str, Any]]:
     """xDrip+ REST uploader: newest first, 5-minute readings with raw values and noise."""
     out = []
     for i in range(n):
@@ -37,7 +39,7 @@ def xdrip_sgvs(n: int = 12) -> list[dict]:
     return out
 
 
-def aaps_treatments() -> list[dict]:
+def aaps_treatments() -> list[dict[str, Any]]:
     return [
         {
             "eventType": "Meal Bolus",
@@ -93,7 +95,7 @@ def aaps_treatments() -> list[dict]:
     ]
 
 
-def loop_treatments() -> list[dict]:
+def loop_treatments() -> list[dict[str, Any]]:
     return [
         {
             "eventType": "Temp Basal",
@@ -130,7 +132,7 @@ def loop_treatments() -> list[dict]:
     ]
 
 
-def aaps_devicestatus() -> dict:
+def aaps_devicestatus() -> dict[str, Any]:
     at = iso(T0_MS - 2 * MIN_MS)
     return {
         "device": "openaps://samsung SM-G970F",
@@ -156,7 +158,7 @@ def aaps_devicestatus() -> dict:
     }
 
 
-def loop_devicestatus() -> dict:
+def loop_devicestatus() -> dict[str, Any]:
     at = iso(T0_MS - 1 * MIN_MS)
     return {
         "device": "loop://iPhone",
@@ -184,7 +186,7 @@ def loop_devicestatus() -> dict:
     }
 
 
-def aaps_profile() -> dict:
+def aaps_profile() -> dict[str, Any]:
     def sched(value):
         return [{"time": "00:00", "value": value, "timeAsSeconds": 0}]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -11,11 +12,11 @@ from gateway.models import AuditRow, Share, TherapySettingsVersion, Treatment
 from tests.gateway.conftest import VALID_SETTINGS, follow, make_user
 
 
-def _body(path: str, method: str) -> dict | None:
+def _body(path: str, method: str) -> dict[str, Any] | None:
     """A request body that would succeed for someone allowed to make the call."""
     if method in {"GET", "DELETE"}:
         return None
-    bodies = {
+    bodies: dict[str, dict[str, Any]] = {
         "/invitations": {"permissions": {"receive_alerts": True}},
         "/shares/{share_id}": {"receive_alerts": True, "remote_bolus": True},
         "/enrolment-tokens": {"device_kind": "hub", "device_name": "kitchen hub"},

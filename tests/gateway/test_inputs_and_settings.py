@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -24,7 +25,7 @@ from tests.gateway.conftest import PASSWORD, VALID_SETTINGS, make_user
 
 def _count(engine, model) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def test_extra_fields_are_rejected_and_nothing_is_persisted(client, engine):
@@ -156,7 +157,7 @@ def _put(client, user, settings, version=0):
 def test_guardrails_refuse_and_store_nothing(client, engine, path, value):
     user = make_user(client)
     settings = copy.deepcopy(VALID_SETTINGS)
-    target = settings
+    target: Any = settings
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
@@ -322,7 +323,7 @@ def test_audit_chain_detects_a_deleted_row(client, engine):
 
 
 def test_settings_refuse_unsafe_defaults_outside_development():
-    production = {
+    production: dict[str, Any] = {
         "environment": "production",
         "database_url": "postgresql://x/y",
         "grpc_tls_cert_path": "/c.pem",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -31,7 +32,7 @@ def person(client):
 W = {"api-secret": sha1(SECRET)}
 
 
-def _subset(uploaded: dict, stored: dict) -> bool:
+def _subset(uploaded: dict[str, Any], stored: dict[str, Any]) -> bool:
     return all(stored.get(k) == v for k, v in uploaded.items())
 
 

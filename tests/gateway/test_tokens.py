@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -16,11 +17,11 @@ from gateway.security.tokens import APP_AUDIENCE, PARTNER_AUDIENCE
 from tests.gateway.conftest import PASSWORD, make_user
 
 
-def _b64(data: dict) -> str:
+def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _hs256_with_public_key(claims: dict, kid: str, public_pem: bytes) -> str:
+def _hs256_with_public_key(claims: dict[str, Any], kid: str, public_pem: bytes) -> str:
     """HS256 keyed with the published public key: the classic algorithm-confusion forgery."""
     signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64(claims)}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
