@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kafka.add_argument("action", choices=["up", "down", "status"])
 
     commands.add_parser("topics", help="create or reconcile the declared Kafka topics")
+    migrate = commands.add_parser("migrate", help="apply a service's database migrations")
+    migrate.add_argument("service", choices=sorted(SERVICES))
     edge = commands.add_parser("edge", help="run the edge agent (hub); options go to the agent")
     edge.add_argument("edge_args", nargs=argparse.REMAINDER)
 
@@ -62,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.runtime.topics import reconcile_topics_command
 
         return reconcile_topics_command()
+    if args.command == "migrate":
+        from services.runtime.migrations import migrate_command
+
+        return migrate_command(args.service)
     if args.command == "edge":
         from edge.main import main as edge_main
 
