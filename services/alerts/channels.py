@@ -15,7 +15,7 @@ import json
 import logging
 import smtplib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -162,7 +162,7 @@ class DeliveryWorker:
         sessions: sessionmaker[Session],
         events: Callable[[Session], AlertEvents],
         clock: Clock,
-        senders: dict[Channel, Sender],
+        senders: Mapping[Channel, Sender],
         *,
         parallel: int = 8,
         batch: int = 200,

@@ -166,7 +166,7 @@ def test_urgent_low_reaches_webhook_then_caregiver_email_once(
     assert alert.state is AlertState.NOTIFIED  # marked once the webhook took it
 
     # Unacknowledged for 5 minutes: the caregiver is e-mailed.
-    harness.clock.advance(5 * 60)  # type: ignore[attr-defined]
+    harness.clock.advance(5 * 60)
     with harness.service() as (service, _):
         service.tick()
     worker.run_once()
@@ -190,9 +190,9 @@ def test_webhook_retries_with_backoff(tmp_path: Path, receiver: Receiver) -> Non
     worker.run_once()
     assert not receiver.requests
     assert worker.run_once() == 0  # not due before the backoff
-    harness.clock.advance(5)  # type: ignore[attr-defined]
+    harness.clock.advance(5)
     worker.run_once()
-    harness.clock.advance(10)  # type: ignore[attr-defined]
+    harness.clock.advance(10)
     worker.run_once()
     assert len(receiver.requests) == 1
     with harness.sessions() as session:
@@ -211,7 +211,7 @@ def test_crash_after_send_resends_with_the_same_key(tmp_path: Path, receiver: Re
     def crash(*_args: object) -> None:
         raise SystemExit("killed between sending and recording")
 
-    worker._record = crash  # type: ignore[method-assign]
+    worker._record = crash
     with pytest.raises(SystemExit):
         worker.run_once()
     worker.close()
