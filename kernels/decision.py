@@ -55,6 +55,7 @@ __all__ = [
     "decide_packed",
     "decide_reference",
     "decode",
+    "forecast",
     "pack",
 ]
 
@@ -389,6 +390,11 @@ def decide(inp: DecisionInput) -> Decision:
     dosing on uncertain delivery; age-group hard limits; sensitivity 0.7–1.2.
     """
     return _run(inp, _decide.decide_packed)
+
+
+def forecast(inp: DecisionInput) -> Forecast:
+    """The 6-h forecast lines for this state (the same lines `decide` returns)."""
+    return decide(inp).forecast
 
 
 def decide_reference(inp: DecisionInput) -> Decision:

@@ -1,6 +1,6 @@
 """Safety properties of the compiled decision on generated 24-h histories.
 
-The slow test runs 10,000 generated cases (each case checks the invariants and two
+The slow test runs 10,000 generated cases (each case checks the invariants and three
 monotonicity comparisons); the quick one runs a few hundred on every test run.
 """
 
@@ -99,10 +99,26 @@ def check_case(seed: int, shift_mg_dl: float, carb_scale: float, force: int) -> 
         out = decide_packed(lower)
         check_invariants(lower, out)
         assert insulin_30min(out) <= insulin_30min(base) + tol
+    # a lower latest reading alone never gives more insulin either, unless it ends a flat-signal
+    # hold (a stuck sensor that starts moving again is allowed to be trusted again)
+    drop = min(shift_mg_dl, 40.0)
+    if case.cgm_mg_dl[-1] - drop >= 39.0 and not Reason(int(base[Out.REASONS])) & Reason.FLAT_CGM:
+        values = case.cgm_mg_dl.copy()
+        values[-1] -= drop
+        last_lower = replace(case, cgm_mg_dl=values)
+        out = decide_packed(last_lower)
+        check_invariants(last_lower, out)
+        assert insulin_30min(out) <= insulin_30min(base) + tol
     if case.carb_g.size:
         more = replace(case, carb_g=np.minimum(case.carb_g * carb_scale, 250.0))
         out = decide_packed(more)
         check_invariants(more, out)
+        assert insulin_30min(out) >= insulin_30min(base) - tol
+        one = case.carb_g.copy()  # more carbs in one meal only
+        one[seed % one.size] = min(one[seed % one.size] * carb_scale + 5.0, 250.0)
+        one_more = replace(case, carb_g=one)
+        out = decide_packed(one_more)
+        check_invariants(one_more, out)
         assert insulin_30min(out) >= insulin_30min(base) - tol
 
 
