@@ -70,6 +70,27 @@ buf-breaking: $(BUF) ## fail on wire-breaking proto changes against the main bra
 	  cd proto && $(BUF) breaking --against '../.git#branch=$(BUF_AGAINST_BRANCH),subdir=proto'; \
 	else echo "buf-breaking: $(BUF_AGAINST_BRANCH) has no proto/buf.yaml yet; nothing to compare"; fi
 
+HELM := $(GOBIN)/helm
+HELM_VERSION := v3.22.0
+# checkov has a large dependency tree: its own cached virtualenv, outside the project's.
+CHECKOV_VENV := var/tools/checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_VERSION := 3.3.30
+
+$(HELM):
+	@echo "==> installing helm $(HELM_VERSION) with go install (once; takes a few minutes)"
+	@GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+$(CHECKOV):
+	@echo "==> installing checkov $(CHECKOV_VERSION) into $(CHECKOV_VENV) (once)"
+	@$(PY_SYS) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+
+.PHONY: helm-check
+helm-check: setup $(HELM) $(CHECKOV) ## Helm chart: lint, render, offline schema validation, checkov
+	@$(PY) scripts/helm_check.py --helm $(HELM) --checkov $(CHECKOV)
+	@HELM=$(HELM) $(VENV)/bin/pytest -q tests/helm $(PYTEST_ARGS)
+
 .PHONY: kafka-up
 kafka-up: setup ## start the local single-node Kafka broker (KRaft) unless KAFKA_BOOTSTRAP_SERVERS is set
 	@$(VENV)/bin/langerhans kafka up
@@ -90,7 +111,7 @@ lint: setup ## ruff and mypy (strict)
 	@$(VENV)/bin/mypy
 
 .PHONY: test
-test: setup buf-lint buf-breaking kafka-up ## run the whole test suite (starts the local Kafka broker)
+test: setup buf-lint buf-breaking helm-check kafka-up ## run the whole test suite (starts the local Kafka broker)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
