@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.audit.service import install_audit_chaining
+from gateway.models import Base
 from services.runtime.db import create_service_engine
+from services.runtime.migrations import upgrade
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "make_session_factory", "migrate"]
+__all__ = ["VERSIONS_DIR", "make_engine", "make_session_factory", "migrate"]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSIONS_DIR = Path(__file__).resolve().parent / "migrations" / "versions"
 
 
 def make_engine(database_url: str | None) -> Engine:
@@ -35,13 +35,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return factory
 
 
-def alembic_config(engine: Engine) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["engine"] = engine
-    return config
+def migrate(database_url: str | None) -> str | None:
+    """Bring the gateway schema to the newest revision (idempotent, safe for replicas).
 
-
-def migrate(engine: Engine) -> None:
-    """Bring the gateway schema to the newest revision (idempotent)."""
-    command.upgrade(alembic_config(engine), "head")
+    Uses the shared migration runner (one transaction under a migration lock, tables in the
+    gateway's own schema); the gateway keeps only its revision files.
+    """
+    return upgrade(
+        "gateway",
+        versions_dir=VERSIONS_DIR,
+        database_url=database_url,
+        target_metadata=Base.metadata,
+    )

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 def serve() -> int:
     settings = GatewaySettings()
     configure_logging(settings)
+    migrate(settings.database_url)
     engine = make_engine(settings.database_url)
-    migrate(engine)
     app = create_app(settings, settings.clock(), engine=engine)
     log.info("gateway listening", extra={"host": settings.http_host, "port": settings.http_port})
     # uvicorn handles SIGINT/SIGTERM itself and drains in-flight requests before exiting.

@@ -40,9 +40,7 @@ def signing_key() -> Ed25519PrivateKey:
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gwtemplate") / "gateway.sqlite3"
-    engine = make_engine(f"sqlite:///{path}")
-    migrate(engine)
-    engine.dispose()
+    migrate(f"sqlite:///{path}")
     return path
 
 

@@ -10,9 +10,10 @@ from gateway.models import Base
 
 
 def test_migrations_match_models(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'm.sqlite3'}")
-    migrate(engine)
-    migrate(engine)  # idempotent
+    url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
+    assert migrate(url) == "0001"
+    assert migrate(url) == "0001"  # idempotent
+    engine = make_engine(url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
