@@ -326,7 +326,7 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             sens_devs[n_sens] = (dbg[i] + isf * de[i]) * STEP_MIN / ddt[i]
             n_sens += 1
     raw_ratio = 1.0
-    if n_sens >= 24 and sched_now > 0.0:
+    if n_sens >= 24 and max_sched > 0.0:
         for i in range(1, n_sens):  # insertion sort: n ≤ a few hundred, mostly ordered noise
             x = sens_devs[i]
             j = i - 1
@@ -338,7 +338,7 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             med = sens_devs[n_sens // 2]
         else:
             med = 0.5 * (sens_devs[n_sens // 2 - 1] + sens_devs[n_sens // 2])
-        raw_ratio = 1.0 + med * (60.0 / STEP_MIN) / isf / sched_now
+        raw_ratio = 1.0 + med * (60.0 / STEP_MIN) / isf / max_sched  # oref0: max daily basal
     if not isnan(p[P_SENS]):
         raw_ratio = p[P_SENS]
     ratio = clamp(raw_ratio, 0.7, 1.2)

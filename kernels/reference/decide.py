@@ -235,13 +235,13 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
             sens_devs.append((dbg[i] + isf * de[i]) * STEP_MIN / ddt[i])
     raw_ratio = 1.0
     n_sens = len(sens_devs)
-    if n_sens >= 24 and sched_now > 0.0:
+    if n_sens >= 24 and max_sched > 0.0:
         sens_devs.sort()
         if n_sens % 2 == 1:
             med = sens_devs[n_sens // 2]
         else:
             med = 0.5 * (sens_devs[n_sens // 2 - 1] + sens_devs[n_sens // 2])
-        raw_ratio = 1.0 + med * (60.0 / STEP_MIN) / isf / sched_now
+        raw_ratio = 1.0 + med * (60.0 / STEP_MIN) / isf / max_sched  # oref0: max daily basal
     if not math.isnan(p[Param.SENSITIVITY_RATIO]):
         raw_ratio = p[Param.SENSITIVITY_RATIO]
     ratio = clamp(raw_ratio, 0.7, 1.2)

@@ -463,3 +463,14 @@ def test_a_bolus_in_the_history_newer_than_now_blocks_micro_boluses() -> None:
     d = decide(state(RISING_HIGH, doses=doses))
     assert d.smb_u == 0.0
     assert "SMB_BOLUS_NEWER" in codes(d)
+
+
+def test_sensitivity_from_recent_deviations() -> None:
+    # 8 h rising 0.5 mg/dL per 5 min with no insulin above basal: median deviation 0.5,
+    # ratio = 1 + 0.5 × 12 / ISF 50 / max daily basal 1.0 = 1.12 (more resistant)
+    rising = decide(state([120.0 + 0.5 * i for i in range(97)], sensitivity_ratio=None))
+    assert rising.sensitivity_ratio == pytest.approx(1.12)
+    # falling 2 per 5 min: 1 - 24/50 = 0.52, bounded to 0.7
+    falling = decide(state([300.0 - 2.0 * i for i in range(97)], sensitivity_ratio=None))
+    assert falling.sensitivity_ratio == 0.7
+    assert "SENSITIVITY_BOUNDED" in codes(falling)
