@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from sim.controller import ControllerFactory
 from sim.controllers.baseline import BaselineController
+from sim.controllers.dosing_engine import DosingEngineController
 
 __all__ = ["CONTROLLERS", "resolve_controller"]
 
 CONTROLLERS: dict[str, ControllerFactory] = {
     "baseline": BaselineController,
+    "dosing-engine": DosingEngineController,
 }
 
 

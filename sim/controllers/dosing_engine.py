@@ -1,0 +1,274 @@
+"""The platform's dosing engine as an in-silico controller.
+
+Keeps the history the dosing-engine service would keep for one person (CGM readings, doses from
+the pump history, announced carbs) and every 5 minutes calls the stateless decision API
+(`kernels.decision`, compiled kernel on packed arrays) in the configured mode. Announced carbs
+get a meal bolus from the bolus calculator (`kernels.bolus`), as the person would do in the app;
+the decision in that step then counts the meal bolus, so the loop does not stack on it.
+
+The loop settings are what a clinician would set when starting a closed loop (`LoopTuning`):
+they are derived from the person's pump settings; the safety rules themselves are the kernel's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Final
+
+import numpy as np
+
+from kernels._layout import N_OUT, Action, DoseKind, Mode, Out, Param
+from kernels.bolus import bolus_advice
+from kernels.carbs import CarbModel
+from kernels.decision import (
+    BasalSegment,
+    DecisionInput,
+    PackedInput,
+    decide_packed,
+    pack,
+)
+from kernels.decision import TherapySettings as KernelSettings
+from sim.controller import (
+    BolusCommand,
+    ControllerInput,
+    ControllerOutput,
+    TempBasalCommand,
+)
+from sim.person import TherapySettings
+
+__all__ = ["DosingEngineController", "LoopTuning", "kernel_settings"]
+
+HISTORY_S: Final = 24 * 3600  # what the service keeps per person (autosens 8 h + 6 h DIA)
+_AGE_GROUP: Final = {"child": "child", "adolescent": "teen", "adult": "adult"}
+_F64 = np.float64
+
+
+@dataclass(frozen=True, slots=True)
+class LoopTuning:
+    """Controller-side settings: targets, max IOB, SMB and carb absorption (not safety rules)."""
+
+    mode: Mode = Mode.CLOSED_LOOP_SMB
+    min_bg_offset_mg_dl: float = 0.0  # target range = person's target + offsets
+    max_bg_offset_mg_dl: float = 10.0
+    suspend_threshold_mg_dl: float = 80.0
+    max_iob_factor: float = 1.0  # × the person's max IOB (never above it or the hard limit)
+    absorption_min: float = 180.0
+    carb_model: CarbModel = CarbModel.PARABOLIC
+    enable_uam: bool = True
+    meal_bolus: bool = True  # the person boluses for announced carbs with the calculator
+    meal_bolus_fraction: float = 1.0  # share of the calculated meal bolus given up front
+    subtract_iob_from_meal: bool = True
+
+
+def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSettings:
+    """The person's pump settings as the decision kernel's therapy settings."""
+    min_bg = max(70.0, therapy.target_mg_dl + tuning.min_bg_offset_mg_dl)
+    max_bg = max(min_bg, therapy.target_mg_dl + tuning.max_bg_offset_mg_dl)
+    return KernelSettings(
+        isf_mg_dl_per_u=therapy.isf_mg_dl_per_u,
+        carb_ratio_g_per_u=therapy.carb_ratio_g_per_u,
+        min_bg_mg_dl=min_bg,
+        max_bg_mg_dl=max_bg,
+        suspend_threshold_mg_dl=tuning.suspend_threshold_mg_dl,
+        max_basal_u_per_h=therapy.max_basal_u_per_h,
+        max_iob_u=min(therapy.max_iob_u, therapy.max_iob_u * tuning.max_iob_factor),
+        max_bolus_u=therapy.max_bolus_u,
+        age_group=_AGE_GROUP[therapy.age_group],
+        insulin="child" if therapy.age_group == "child" else "rapid-acting",
+        carb_model=tuning.carb_model,
+        basal_schedule=tuple(
+            BasalSegment(start_min=float(s), rate_u_per_h=r) for s, r in therapy.basal_schedule
+        ),
+        enable_uam=tuning.enable_uam,
+    )
+
+
+class DosingEngineController:
+    """One person's dosing engine: history in, stateless decision every 5 min, commands out."""
+
+    def __init__(self, therapy: TherapySettings, tuning: LoopTuning | None = None) -> None:
+        self.therapy = therapy
+        self.tuning = tuning or LoopTuning()
+        self.settings = kernel_settings(therapy, self.tuning)
+        template = pack(
+            DecisionInput(now_s=0.0, mode=self.tuning.mode, cgm_t_s=(), cgm_mg_dl=(),
+                          settings=self.settings)
+        )  # fmt: skip
+        self._template = template
+        self._cgm_t: list[float] = []
+        self._cgm_g: list[float] = []
+        # doses: [t_s, kind, amount, duration_min]; boluses replaced by what was delivered
+        self._doses: list[list[float]] = []
+        self._open_temp: int | None = None  # index of the temp basal still running
+        self._open_suspend: int | None = None
+        self._pending_bolus: int | None = None  # programmed, delivered amount not yet known
+        self._carbs: list[tuple[float, float, float]] = []
+        self._last_smb_s: float | None = None
+        self._out = np.empty(N_OUT)
+        self.decisions = 0
+
+    # ---- history, as the service keeps it -------------------------------------------------
+    def _record_events(self, inp: ControllerInput) -> None:
+        for ev in inp.new_pump_events:
+            t_s = ev.t_min * 60.0
+            if ev.kind == "bolus":
+                self._doses.append([t_s, float(DoseKind.BOLUS), ev.amount_u, 0.0])
+                self._pending_bolus = len(self._doses) - 1
+            elif ev.kind == "bolus_delivered":
+                if self._pending_bolus is not None:
+                    self._doses[self._pending_bolus][2] = ev.amount_u
+                    self._pending_bolus = None
+            elif ev.kind == "temp_basal":
+                self._close_temp(t_s)
+                self._doses.append([t_s, float(DoseKind.TEMP_BASAL), ev.amount_u, float(ev.detail)])
+                self._open_temp = len(self._doses) - 1
+            elif ev.kind == "temp_basal_end":
+                self._close_temp(t_s)
+            elif ev.kind == "suspend":
+                self._doses.append([t_s, float(DoseKind.SUSPEND), 0.0, 0.0])
+                self._open_suspend = len(self._doses) - 1
+            elif ev.kind == "resume" and self._open_suspend is not None:
+                d = self._doses[self._open_suspend]
+                d[3] = (t_s - d[0]) / 60.0
+                self._open_suspend = None
+        if self._open_suspend is not None:  # still suspended: counts up to now
+            d = self._doses[self._open_suspend]
+            d[3] = max(5.0, (inp.t_min * 60.0 - d[0]) / 60.0)
+
+    def _close_temp(self, t_s: float) -> None:
+        if self._open_temp is not None:
+            d = self._doses[self._open_temp]
+            d[3] = min(d[3], max(0.0, (t_s - d[0]) / 60.0))
+            self._open_temp = None
+
+    def _trim(self, now_s: float) -> None:
+        horizon = now_s - HISTORY_S
+        if self._cgm_t and self._cgm_t[0] < horizon - 3600:
+            k = next(i for i, t in enumerate(self._cgm_t) if t >= horizon)
+            del self._cgm_t[:k], self._cgm_g[:k]
+        if len(self._doses) > 400:
+            keep = [i for i, d in enumerate(self._doses) if d[0] + d[3] * 60.0 >= horizon]
+            first = keep[0] if keep else len(self._doses)
+            if first > 0:
+                del self._doses[:first]
+                for name in ("_open_temp", "_open_suspend", "_pending_bolus"):
+                    idx = getattr(self, name)
+                    if idx is not None:
+                        setattr(self, name, idx - first if idx >= first else None)
+        self._carbs = [c for c in self._carbs if c[0] >= horizon]
+
+    # ---- the decision ---------------------------------------------------------------------
+    def _packed(
+        self, inp: ControllerInput, extra_bolus_u: float, bolus_running: bool
+    ) -> PackedInput:
+        now_s = inp.t_min * 60.0
+        pump = inp.pump
+        params = self._template.params.copy()
+        params[Param.NOW_S] = now_s
+        running = pump.temp_basal_u_per_h
+        if pump.suspended:
+            running = 0.0
+        params[Param.RUNNING_TEMP_RATE] = math.nan if running is None else running
+        params[Param.RUNNING_TEMP_REMAINING_MIN] = float(pump.temp_basal_remaining_min)
+        params[Param.BOLUS_IN_PROGRESS] = float(bolus_running or pump.bolus_remaining_u > 0)
+        params[Param.UNCERTAIN_DELIVERY] = 0.0
+        last_bolus = pump.last_bolus_t_min
+        last_bolus_s = math.nan if last_bolus is None else last_bolus * 60.0
+        if extra_bolus_u > 0:
+            last_bolus_s = now_s
+        params[Param.LAST_BOLUS_S] = last_bolus_s
+        params[Param.LAST_SMB_S] = math.nan if self._last_smb_s is None else self._last_smb_s
+        doses = self._doses
+        if extra_bolus_u > 0:
+            doses = [*doses, [now_s, float(DoseKind.BOLUS), extra_bolus_u, 0.0]]
+        d = np.asarray(doses, dtype=_F64).reshape(-1, 4)
+        order = np.argsort(d[:, 0], kind="stable")
+        d = d[order]
+        c = np.asarray(self._carbs, dtype=_F64).reshape(-1, 3)
+        c = c[np.argsort(c[:, 0], kind="stable")]
+        return replace(
+            self._template,
+            params=params,
+            cgm_t_s=np.asarray(self._cgm_t, dtype=_F64),
+            cgm_mg_dl=np.asarray(self._cgm_g, dtype=_F64),
+            dose_t_s=np.ascontiguousarray(d[:, 0]),
+            dose_kind=np.ascontiguousarray(d[:, 1]),
+            dose_amount=np.ascontiguousarray(d[:, 2]),
+            dose_duration_min=np.ascontiguousarray(d[:, 3]),
+            carb_t_s=np.ascontiguousarray(c[:, 0]),
+            carb_g=np.ascontiguousarray(c[:, 1]),
+            carb_absorption_min=np.ascontiguousarray(c[:, 2]),
+        )
+
+    def _decide(self, inp: ControllerInput, extra_bolus_u: float = 0.0) -> np.ndarray:
+        self.decisions += 1
+        return decide_packed(self._packed(inp, extra_bolus_u, extra_bolus_u > 0), self._out)
+
+    def _trend_mg_dl_per_min(self, now_s: float) -> float:
+        t, g = self._cgm_t, self._cgm_g
+        if len(t) < 2 or now_s - t[-1] > 12 * 60:
+            return 0.0
+        ref = [i for i in range(len(t) - 1) if 10 * 60 <= t[-1] - t[i] <= 20 * 60]
+        if not ref:
+            return 0.0
+        i = ref[-1]
+        return (g[-1] - g[i]) / ((t[-1] - t[i]) / 60.0)
+
+    def step(self, inp: ControllerInput) -> ControllerOutput | None:
+        now_s = inp.t_min * 60.0
+        self._record_events(inp)
+        if inp.cgm is not None:
+            self._cgm_t.append(now_s)
+            self._cgm_g.append(float(min(max(inp.cgm.glucose_mg_dl, 39), 401)))
+        for c in inp.carbs:
+            self._carbs.append((c.t_min * 60.0, c.carbs_g, self.tuning.absorption_min))
+        self._trim(now_s)
+        pump = inp.pump
+        if pump.fault is not None:
+            return None
+        meal_u = 0.0
+        if inp.carbs and self.tuning.meal_bolus and not pump.suspended:
+            meal_u = self._meal_bolus_u(inp, sum(c.carbs_g for c in inp.carbs))
+        out = self._decide(inp, meal_u)
+        action = Action(int(out[Out.ACTION]))
+        enact = bool(out[Out.ENACT])
+        temp: TempBasalCommand | None = None
+        cancel = False
+        bolus: BolusCommand | None = None
+        if enact and action == Action.TEMP_BASAL:
+            rate = float(out[Out.RATE])
+            temp = TempBasalCommand(rate, max(5, int(out[Out.DURATION])))
+        elif enact and action == Action.CANCEL_TEMP:
+            cancel = True
+        smb = float(out[Out.SMB])
+        if meal_u > 0:
+            bolus = BolusCommand(meal_u)
+        elif enact and smb > 0 and pump.bolus_remaining_u <= 0 and not pump.suspended:
+            bolus = BolusCommand(smb)
+            self._last_smb_s = now_s
+        if temp is None and bolus is None and not cancel:
+            return None
+        return ControllerOutput(temp_basal=temp, bolus=bolus, cancel_temp_basal=cancel)
+
+    def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float) -> float:
+        th = self.therapy
+        if inp.pump.bolus_remaining_u > 0 or not self._cgm_t:
+            return 0.0
+        now_s = inp.t_min * 60.0
+        fresh = now_s - self._cgm_t[-1] <= 12 * 60
+        bg = self._cgm_g[-1] if fresh else th.target_mg_dl
+        iob = float(self._decide(inp)[Out.IOB]) if self.tuning.subtract_iob_from_meal else 0.0
+        advice = bolus_advice(
+            carbs_g=min(carbs_g, 250.0),
+            bg_mg_dl=bg,
+            target_mg_dl=th.target_mg_dl,
+            isf_mg_dl_per_u=th.isf_mg_dl_per_u,
+            carb_ratio_g_per_u=th.carb_ratio_g_per_u,
+            iob_u=iob,
+            trend_mg_dl_per_min=self._trend_mg_dl_per_min(now_s) if fresh else 0.0,
+            max_bolus_u=th.max_bolus_u,
+            age_group=_AGE_GROUP[th.age_group],
+        )
+        amount = advice.total_u * self.tuning.meal_bolus_fraction
+        return math.floor(amount / 0.05 + 1e-9) * 0.05 if amount >= 0.05 else 0.0
