@@ -12,7 +12,15 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PG_HOME="${LANGERHANS_PG_DIR:-$ROOT/var/pg}"
+# As root the server runs as `postgres`, which may not be able to traverse the checkout's
+# parent folders (mktemp -d makes them 0700), so the cluster then lives under /var/tmp,
+# one per checkout.
+if [[ "$(id -u)" == 0 ]]; then
+    DEFAULT_PG_HOME="/var/tmp/langerhans-pg/$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)"
+else
+    DEFAULT_PG_HOME="$ROOT/var/pg"
+fi
+PG_HOME="${LANGERHANS_PG_DIR:-$DEFAULT_PG_HOME}"
 PG_DATA="$PG_HOME/data"
 PG_RUN="$PG_HOME/run"
 PG_LOG="$PG_HOME/postgres.log"
