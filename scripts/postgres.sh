@@ -45,7 +45,8 @@ BIN="$(find_bindir)"
 # Run a server-side command as the cluster owner.
 as_owner() {
     if [[ "$(id -u)" == 0 ]]; then
-        runuser -u postgres -- "$@"
+        # From /, which the postgres user can always enter (the checkout may not be).
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
