@@ -304,8 +304,9 @@ def evaluate(
             active = rate is not None and sign * rate >= needed
             put(kind, active, rate, f"Glucose {word} fast: {rate or 0:+.1f} mg/dL/min")
         projection = projected_glucose(state, settings, now)
+        # Once announced, the warning holds until the projection is clearly safe again.
         soon_limit = (
-            settings.urgent_low_resolve_mg_dl
+            settings.low_resolve_mg_dl
             if AlertKind.URGENT_LOW_SOON in open_kinds
             else settings.urgent_low_mg_dl
         )
