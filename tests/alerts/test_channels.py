@@ -5,10 +5,8 @@ from __future__ import annotations
 import email
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,6 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.alerts.channels import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     DeliveryWorker,
     EmailSender,
     WebhookSender,
@@ -30,58 +26,10 @@ from services.alerts.model import AlertKind
 from services.alerts.repository import AlertRepository
 from services.alerts.service import Channel, DeliveryStatus, EscalationPlan, Recipient
 from services.runtime.clock import FixedClock
-from tests.alerts.helpers import Harness, RecordingEvents, make_engine
+from tests.alerts.helpers import Harness, Receiver, RecordingEvents, make_engine
 
 SECRET = b"test-secret"
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
-
-
-class Receiver:
-    """A webhook endpoint that verifies signatures and dedupes by Idempotency-Key."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.fail_next = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.lock:
-                    if receiver.fail_next > 0:
-                        receiver.fail_next -= 1
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    receiver.requests.append(
-                        {
-                            "key": self.headers["Idempotency-Key"],
-                            "timestamp": int(self.headers[TIMESTAMP_HEADER]),
-                            "signature": self.headers[SIGNATURE_HEADER],
-                            "body": body,
-                        }
-                    )
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def distinct(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for request in self.requests:
-            counts[request["key"]] = counts.get(request["key"], 0) + 1
-        return counts
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Mailbox:
