@@ -25,6 +25,7 @@ __all__ = [
     "NotFound",
     "OAuthError",
     "RateLimited",
+    "ServiceUnavailable",
     "Unauthenticated",
     "install_error_handlers",
 ]
@@ -93,6 +94,16 @@ class RateLimited(AppError):  # noqa: N818
 
     def headers(self) -> dict[str, str] | None:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class ServiceUnavailable(AppError):  # noqa: N818
+    """A backend service is down or too slow; the caller may retry later."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": "5"}
 
 
 class OAuthError(AppError):

@@ -33,6 +33,8 @@ __all__ = [
     "Account",
     "AuditRow",
     "Base",
+    "BolusGuard",
+    "BolusRequest",
     "Clinic",
     "ClinicMembership",
     "ClinicPatient",
@@ -374,3 +376,36 @@ class AuditRow(Base):
     # Unique: two writers appending after the same row cannot both commit (no forked chain).
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class BolusRequest(Base):
+    """A bolus someone asked for (step 1) and, once confirmed, what became of it (step 2)."""
+
+    __tablename__ = "bolus_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    origin: Mapped[str] = mapped_column(String(8))  # manual (the person) / remote
+    kind: Mapped[str] = mapped_column(String(16))
+    insulin_u: Mapped[float] = mapped_column(Float)
+    immediate_pct: Mapped[float] = mapped_column(Float)
+    extended_duration_min: Mapped[int] = mapped_column(Integer)
+    carbs_g: Mapped[float] = mapped_column(Float)
+    recommendation: Mapped[dict[str, Any]]
+    calculated_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # pending -> issuing -> issued | refused | uncertain; pending -> expired
+    status: Mapped[str] = mapped_column(String(16))
+    command_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+
+
+class BolusGuard(Base):
+    """One row per person, locked while a bolus is confirmed: at most one per decision window."""
+
+    __tablename__ = "bolus_guards"
+    person_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    last_issued_at: Mapped[datetime | None]
+    last_request_id: Mapped[str | None] = mapped_column(String(36))

@@ -43,6 +43,25 @@ class GatewaySettings(ServiceSettings):
     enrolment_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)
     max_request_bytes: int = Field(default=2_000_000, ge=1024)
 
+    # Backend services (gRPC, host:port); unset = that feature answers 503. The supervisor sets
+    # LANGERHANS_<SERVICE>_ADDR for the one-machine run.
+    dosing_engine_addr: str | None = None
+    cgm_ingestion_addr: str | None = None
+    alerts_addr: str | None = None
+    device_gateway_addr: str | None = None
+    grpc_deadline_s: float = Field(default=5.0, gt=0, le=60)
+    # Sent as `authorization: Bearer …` on every service call (service-token auth, see
+    # docs/gateway.md); TLS to the services when grpc_tls_ca_path is set (client cert optional).
+    service_token: SecretStr | None = None
+    # Live stream: the Kafka fan-out consumer (unset = on, except in the test environment) and
+    # the per-client queue bound.
+    stream_kafka: bool | None = None
+    stream_queue_size: int = Field(default=256, ge=8, le=100_000)
+    # Remote bolus: a confirmation is valid this long after the calculation; at most one bolus
+    # is issued per person per decision window.
+    bolus_confirm_ttl_s: int = Field(default=300, ge=30, le=300)
+    bolus_decision_window_s: int = Field(default=300, ge=60, le=3600)
+
     @property
     def issuer(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.http_host}:{self.http_port}"
@@ -67,6 +86,10 @@ class GatewaySettings(ServiceSettings):
         ):
             raise ValueError("argon2 cost below the OWASP minimum (19 MiB, t=2) is for tests only")
         return self
+
+    @property
+    def stream_kafka_enabled(self) -> bool:
+        return self.stream_kafka if self.stream_kafka is not None else self.environment != "test"
 
     def dev_key_path(self) -> Path:
         return var_dir() / "gateway" / "jwt_ed25519.pem"

@@ -1,0 +1,1 @@
+"""gRPC clients for the backend services (see base.py for channels and error mapping)."""
