@@ -1,7 +1,7 @@
 # Shared nogil maths for the dosing kernels: inline helpers compiled into every module that
 # cimports them (no cross-module calls on the hot path). kernels/reference/core.py mirrors each
 # helper line by line; the differential tests hold the two together.
-from libc.math cimport exp, floor
+from libc.math cimport exp
 
 cdef enum:
     STEP_MIN = 5
@@ -10,6 +10,14 @@ cdef enum:
     MAX_LAG = 120          # duration + delay up to 600 min
     MAX_CARBS = 64
     MAX_DEVS = 1024
+
+cdef inline double ffloor(double x) noexcept nogil:
+    """⌊x⌋ by truncation (exactly libm floor for |x| < 2⁶³, without the call)."""
+    cdef long long i = <long long>x
+    if <double>i > x:
+        i -= 1
+    return <double>i
+
 
 cdef inline double clamp(double x, double lo, double hi) noexcept nogil:
     """min(max(x, lo), hi)."""
@@ -100,6 +108,8 @@ cdef inline double scheduled_basal(double minute_of_day, const double* start_min
     """Scheduled rate (U/h) of the last segment whose start ≤ minute_of_day (schedule sorted)."""
     cdef Py_ssize_t i
     cdef double r = rate[n - 1]
+    if n == 1:
+        return r
     for i in range(n):
         if start_min[i] <= minute_of_day:
             r = rate[i]
@@ -111,7 +121,7 @@ cdef inline double scheduled_basal(double minute_of_day, const double* start_min
 cdef inline double minute_of_day(double rel_min, double now_s, double utc_offset_min) noexcept nogil:
     """Local minute of day of a time `rel_min` minutes from now."""
     cdef double m = now_s / 60.0 + utc_offset_min + rel_min
-    return m - floor(m / 1440.0) * 1440.0
+    return m - ffloor(m / 1440.0) * 1440.0
 
 
 cdef inline void deposit(double* bins, Py_ssize_t origin, Py_ssize_t n_bins, double rel_min,
@@ -122,7 +132,7 @@ cdef inline void deposit(double* bins, Py_ssize_t origin, Py_ssize_t n_bins, dou
     if rel_min > 0.0:
         rel_min = 0.0  # a dose stamped in the future counts as delivered now (conservative)
     p = rel_min / STEP_MIN
-    k0 = <Py_ssize_t>floor(p)
+    k0 = <Py_ssize_t>ffloor(p)
     f = p - k0
     if k0 + origin >= 0:
         bins[k0 + origin] += units * (1.0 - f)

@@ -3,7 +3,7 @@
 from libc.math cimport floor, isfinite, isinf, isnan
 from kernels._core cimport (
     STEP_MIN, N_FUTURE, HIST_STEPS, MAX_LAG, MAX_CARBS, MAX_DEVS,
-    clamp, carb_fraction, curve_table, convolve, deposit_doses, minute_of_day, scheduled_basal,
+    clamp, carb_fraction, ffloor, curve_table, convolve, deposit_doses, minute_of_day, scheduled_basal,
 )
 
 cdef enum:
@@ -121,7 +121,7 @@ cdef inline double overlap(double a0, double a1, double b0, double b1) noexcept 
 cdef inline double grid_at(const double* e, Py_ssize_t origin, Py_ssize_t n, double rel_min) noexcept nogil:
     """Linear interpolation of a grid series at rel_min minutes from now."""
     cdef double p = rel_min / STEP_MIN + origin
-    cdef Py_ssize_t i = <Py_ssize_t>floor(p)
+    cdef Py_ssize_t i = <Py_ssize_t>ffloor(p)
     if i < 0:
         return e[0]
     if i >= n - 1:
@@ -133,7 +133,7 @@ cdef inline double floor_to(double x, double inc) noexcept nogil:
     """Round down to the pump increment: ⌊x/inc⌋·inc."""
     if inc <= 0.0:
         return x
-    return floor(x / inc + 1e-9) * inc
+    return ffloor(x / inc + 1e-9) * inc
 
 
 cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_ssize_t n_cgm,
@@ -285,7 +285,7 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
 
     # ---- pairs of consecutive readings in the analysed window: Δglucose, Δinsulin effect
     c0 = 0
-    while c0 < n_cgm and (cgm_t[c0] - now) / 60.0 < -HIST_STEPS * STEP_MIN:
+    while c0 < n_cgm and cgm_t[c0] - now < -HIST_STEPS * STEP_MIN * 60.0:
         c0 += 1
     n_pairs = 0
     for i in range(c0 + 1, n_cgm):
@@ -620,21 +620,23 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
 
 
 cdef inline bint _sorted_finite(const double* t, Py_ssize_t n) noexcept nogil:
-    """All finite and non-decreasing."""
+    """All finite and non-decreasing (no early exit: branch-free and vectorisable)."""
     cdef Py_ssize_t i
+    cdef bint ok = True
     for i in range(n):
-        if not isfinite(t[i]) or (i > 0 and t[i] < t[i - 1]):
-            return False
-    return True
+        ok = ok & isfinite(t[i])
+    for i in range(1, n):
+        ok = ok & (t[i] >= t[i - 1])
+    return ok
 
 
 cdef inline bint _all_in(const double* v, Py_ssize_t n, double lo, double hi) noexcept nogil:
-    """Every value finite and within [lo, hi]."""
+    """Every value within [lo, hi] (NaN fails)."""
     cdef Py_ssize_t i
+    cdef bint ok = True
     for i in range(n):
-        if not (v[i] >= lo and v[i] <= hi):
-            return False
-    return True
+        ok = ok & (v[i] >= lo) & (v[i] <= hi)
+    return ok
 
 
 cdef const char* _check(const double* p, const double* cgm_t, const double* cgm_v, Py_ssize_t n_cgm,
@@ -647,6 +649,7 @@ cdef const char* _check(const double* p, const double* cgm_t, const double* cgm_
     The packed path skips pydantic, so the bounds that keep the kernel in its buffers and the
     maths meaningful are checked here, in O(n)."""
     cdef Py_ssize_t i
+    cdef bint ok
     if not isfinite(p[P_NOW]):
         return "now must be finite"
     if not (p[P_MODE] == 0 or p[P_MODE] == 1 or p[P_MODE] == 2 or p[P_MODE] == 3):
@@ -687,9 +690,11 @@ cdef const char* _check(const double* p, const double* cgm_t, const double* cgm_
     if not _sorted_finite(dose_t, n_doses) or not _all_in(dose_amount, n_doses, 0.0, 60.0) \
             or not _all_in(dose_dur, n_doses, 0.0, 1440.0) or not _all_in(dose_kind, n_doses, 0.0, 2.0):
         return "doses must be sorted, amounts 0-60, durations 0-1440 min, kinds 0-2"
+    ok = True
     for i in range(n_doses):
-        if dose_kind[i] != 0.0 and dose_kind[i] != 1.0 and dose_kind[i] != 2.0:
-            return "dose kind must be 0, 1 or 2"
+        ok = ok & ((dose_kind[i] == 0.0) | (dose_kind[i] == 1.0) | (dose_kind[i] == 2.0))
+    if not ok:
+        return "dose kind must be 0, 1 or 2"
     if not _sorted_finite(carb_t, n_carbs) or not _all_in(carb_g, n_carbs, 0.0, 250.0) \
             or not _all_in(carb_abs, n_carbs, 30.0, 480.0):
         return "carbs must be sorted, 0-250 g, absorption 30-480 min"

@@ -198,7 +198,7 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         no_increase = True
 
     c0 = 0
-    while c0 < n_cgm and (cgm_t[c0] - now) / 60.0 < -HIST_STEPS * STEP_MIN:
+    while c0 < n_cgm and cgm_t[c0] - now < -HIST_STEPS * STEP_MIN * 60.0:
         c0 += 1
     dbg: list[float] = []
     de: list[float] = []
