@@ -6,7 +6,9 @@ these tests; with CI=true it fails them.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from scripts.helm_check import CHART, RENDERS, Render, render, validate_objects
 from services.runtime.topics import DLQ_RETENTION_MS, TOPICS
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("device-gateway", "cgm-ingestion", "dosing-engine", "alerts", "gateway")
 VALUE_KEYS = {
     "device-gateway": "deviceGateway",
@@ -95,7 +98,9 @@ def test_every_deployment_has_probes_resources_pdb_and_checksum(objects):
     assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments} == set(
         SERVICES
     )
-    pdb_selectors = [p["spec"]["selector"]["matchLabels"] for p in _kind(objects, "PodDisruptionBudget")]
+    pdb_selectors = [
+        p["spec"]["selector"]["matchLabels"] for p in _kind(objects, "PodDisruptionBudget")
+    ]
     for deployment in deployments:
         name = deployment["metadata"]["name"]
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -167,7 +172,8 @@ def test_signing_key_reaches_only_the_dosing_engine(objects):
             secret = volume.get("secret", {})
             if "command-signing" not in secret.get("secretName", ""):
                 continue
-            keys = {item["key"] for item in secret["items"]}
+            # An absent or empty `items` would project every key, the private one included.
+            keys = {item["key"] for item in secret.get("items") or [{"key": "signing-key.pem"}]}
             if component == "dosing-engine":
                 assert keys == {"signing-key.pem"}
             else:
@@ -202,7 +208,16 @@ def test_a_wrong_field_is_caught_by_schema_validation(helm):
 
 def test_values_schema_rejects_a_typo(helm):
     result = subprocess.run(
-        [helm, "template", "lh", str(CHART), "--set", "gateway.replicaCnt=3"],
+        [
+            helm,
+            "template",
+            "lh",
+            str(CHART),
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "gateway.replicaCnt=3",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -247,7 +262,9 @@ def _undocumented(text: str) -> list[str]:
                 missing.append(f"{path}{key.value} (line {line + 1})")
             walk(value, f"{path}{key.value}.")
 
-    walk(yaml.compose(text), "")
+    root = yaml.compose(text)
+    assert root is not None
+    walk(root, "")
     return missing
 
 
@@ -256,3 +273,35 @@ def test_every_value_is_documented(values_file):
     text = (CHART / values_file).read_text()
     assert _undocumented(text) == []
     assert _undocumented("a: 1\n# b\nb: 2\n") == ["a (line 1)"]
+
+
+def test_standalone_alert_rules_match_the_chart(helm):
+    objs = render(helm, Render("rules", (), ("monitoring.prometheusRule.enabled=true",)))
+    (rule,) = _kind(objs, "PrometheusRule")
+    standalone = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert standalone["kind"] == "PrometheusRule"
+    assert standalone["spec"] == rule["spec"]
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "LangerhansConsumerLagHigh",
+        "LangerhansNotLoopingRateHigh",
+        "LangerhansCommandExpiryRateHigh",
+        "LangerhansDeadLettersGrowing",
+        "LangerhansServiceDown",
+    } <= names
+
+
+def test_dashboard_queries_only_documented_metrics():
+    dashboard = json.loads(
+        (REPO_ROOT / "deploy" / "grafana" / "langerhans-dashboard.json").read_text()
+    )
+    documented = (REPO_ROOT / "docs" / "observability.md").read_text()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert exprs
+    for expr in exprs:
+        for metric in re.findall(r"\b((?:langerhans|grpc_server|gateway_http)_[a-z_]+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", metric)
+            assert f"`{base}`" in documented, f"{base} is not listed in docs/observability.md"
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for needed in ("lag", "latency", "decisions", "commands", "alerts", "not looping", "grpc"):
+        assert needed in titles
