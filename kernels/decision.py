@@ -57,6 +57,7 @@ __all__ = [
     "decode",
     "forecast",
     "pack",
+    "pack_params",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -250,15 +251,24 @@ def _arr(values: list[float]) -> F64:
     return np.asarray(values, dtype=np.float64)
 
 
-def pack(inp: DecisionInput) -> PackedInput:
-    """Validated input → kernel arrays (sorted by time, stable)."""
-    s = inp.settings
+def pack_params(
+    settings: TherapySettings,
+    *,
+    now_s: float,
+    mode: Mode,
+    pump: PumpState,
+    cgm_noise_level: float = 0.0,
+    last_smb_s: float | None = None,
+    sensitivity_ratio: float | None = None,
+) -> F64:
+    """The parameter slots of one decision (for services that keep their own arrays)."""
+    s = settings
     model: InsulinModel = INSULIN_PRESETS[s.insulin]
     p = np.zeros(N_PARAMS)
     nan = math.nan
     slots = {
-        Param.NOW_S: inp.now_s,
-        Param.MODE: float(inp.mode),
+        Param.NOW_S: now_s,
+        Param.MODE: float(mode),
         Param.AGE_GROUP: float(AGE_GROUPS.index(s.age_group)),
         Param.ISF: s.isf_mg_dl_per_u,
         Param.CR: s.carb_ratio_g_per_u,
@@ -274,24 +284,37 @@ def pack(inp: DecisionInput) -> PackedInput:
         Param.INSULIN_MODEL: float(model.kind == InsulinModelKind.BILINEAR),
         Param.CARB_MODEL: float(s.carb_model),
         Param.UTC_OFFSET_MIN: s.utc_offset_min,
-        Param.NOISE_LEVEL: inp.cgm_noise_level,
+        Param.NOISE_LEVEL: cgm_noise_level,
         Param.RUNNING_TEMP_RATE: (
-            nan
-            if inp.pump.running_temp_rate_u_per_h is None
-            else inp.pump.running_temp_rate_u_per_h
+            nan if pump.running_temp_rate_u_per_h is None else pump.running_temp_rate_u_per_h
         ),
-        Param.RUNNING_TEMP_REMAINING_MIN: inp.pump.running_temp_remaining_min,
-        Param.BOLUS_IN_PROGRESS: float(inp.pump.bolus_in_progress),
-        Param.UNCERTAIN_DELIVERY: float(inp.pump.uncertain_delivery),
-        Param.LAST_BOLUS_S: nan if inp.pump.last_bolus_s is None else inp.pump.last_bolus_s,
-        Param.LAST_SMB_S: nan if inp.last_smb_s is None else inp.last_smb_s,
-        Param.SENSITIVITY_RATIO: nan if inp.sensitivity_ratio is None else inp.sensitivity_ratio,
+        Param.RUNNING_TEMP_REMAINING_MIN: pump.running_temp_remaining_min,
+        Param.BOLUS_IN_PROGRESS: float(pump.bolus_in_progress),
+        Param.UNCERTAIN_DELIVERY: float(pump.uncertain_delivery),
+        Param.LAST_BOLUS_S: nan if pump.last_bolus_s is None else pump.last_bolus_s,
+        Param.LAST_SMB_S: nan if last_smb_s is None else last_smb_s,
+        Param.SENSITIVITY_RATIO: nan if sensitivity_ratio is None else sensitivity_ratio,
         Param.BASAL_INCREMENT: s.basal_increment_u_per_h,
         Param.BOLUS_INCREMENT: s.bolus_increment_u,
         Param.ENABLE_UAM: float(s.enable_uam),
     }
     for slot, value in slots.items():
         p[slot] = value
+    return p
+
+
+def pack(inp: DecisionInput) -> PackedInput:
+    """Validated input → kernel arrays (sorted by time, stable)."""
+    s = inp.settings
+    p = pack_params(
+        s,
+        now_s=inp.now_s,
+        mode=inp.mode,
+        pump=inp.pump,
+        cgm_noise_level=inp.cgm_noise_level,
+        last_smb_s=inp.last_smb_s,
+        sensitivity_ratio=inp.sensitivity_ratio,
+    )
     order = sorted(range(len(inp.cgm_t_s)), key=lambda i: inp.cgm_t_s[i])
     doses = sorted(inp.doses, key=lambda d: d.t_s)
     carbs = sorted(inp.carbs, key=lambda c: c.t_s)
