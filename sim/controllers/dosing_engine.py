@@ -49,8 +49,8 @@ class LoopTuning:
     """Controller-side settings: targets, max IOB, SMB and carb absorption (not safety rules)."""
 
     mode: Mode = Mode.CLOSED_LOOP_SMB
-    min_bg_offset_mg_dl: float = 0.0  # target range = person's target + offsets
-    max_bg_offset_mg_dl: float = 10.0
+    min_bg_offset_mg_dl: float = -10.0  # target range = person's target + offsets
+    max_bg_offset_mg_dl: float = -5.0
     suspend_threshold_mg_dl: float = 80.0
     max_iob_factor: float = 1.0  # × the person's max IOB (never above it or the hard limit)
     absorption_min: float = 180.0
@@ -59,6 +59,14 @@ class LoopTuning:
     meal_bolus: bool = True  # the person boluses for announced carbs with the calculator
     meal_bolus_fraction: float = 1.0  # share of the calculated meal bolus given up front
     subtract_iob_from_meal: bool = True
+    isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
+    # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
+    # from the 500 rule, which under-doses meals with these people (in-silico tuning)
+    carb_ratio_factor: float = 0.8
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, x))
 
 
 def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSettings:
@@ -66,8 +74,8 @@ def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSetti
     min_bg = max(70.0, therapy.target_mg_dl + tuning.min_bg_offset_mg_dl)
     max_bg = max(min_bg, therapy.target_mg_dl + tuning.max_bg_offset_mg_dl)
     return KernelSettings(
-        isf_mg_dl_per_u=therapy.isf_mg_dl_per_u,
-        carb_ratio_g_per_u=therapy.carb_ratio_g_per_u,
+        isf_mg_dl_per_u=_clip(therapy.isf_mg_dl_per_u * tuning.isf_factor, 10.0, 500.0),
+        carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * tuning.carb_ratio_factor, 2.0, 150.0),
         min_bg_mg_dl=min_bg,
         max_bg_mg_dl=max_bg,
         suspend_threshold_mg_dl=tuning.suspend_threshold_mg_dl,
@@ -253,6 +261,7 @@ class DosingEngineController:
 
     def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float) -> float:
         th = self.therapy
+        ks = self.settings
         if inp.pump.bolus_remaining_u > 0 or not self._cgm_t:
             return 0.0
         now_s = inp.t_min * 60.0
@@ -263,8 +272,8 @@ class DosingEngineController:
             carbs_g=min(carbs_g, 250.0),
             bg_mg_dl=bg,
             target_mg_dl=th.target_mg_dl,
-            isf_mg_dl_per_u=th.isf_mg_dl_per_u,
-            carb_ratio_g_per_u=th.carb_ratio_g_per_u,
+            isf_mg_dl_per_u=ks.isf_mg_dl_per_u,
+            carb_ratio_g_per_u=ks.carb_ratio_g_per_u,
             iob_u=iob,
             trend_mg_dl_per_min=self._trend_mg_dl_per_min(now_s) if fresh else 0.0,
             max_bolus_u=th.max_bolus_u,
