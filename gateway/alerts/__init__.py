@@ -1,0 +1,1 @@
+"""Alerts for apps and partners (backed by the alerts service)."""

@@ -1,0 +1,1 @@
+"""Bolus calculator, remote bolus, forecast and loop status (backed by the dosing engine)."""
