@@ -129,6 +129,34 @@ cdef inline double grid_at(const double* e, Py_ssize_t origin, Py_ssize_t n, dou
     return e[i] + (e[i + 1] - e[i]) * (p - i)
 
 
+cdef double select_kth(double* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """k-th smallest of a[0:n] (Hoare quickselect, reorders a): O(n) instead of a sort."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, i, j
+    cdef double pivot, tmp
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                tmp = a[i]
+                a[i] = a[j]
+                a[j] = tmp
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
 cdef inline double floor_to(double x, double inc) noexcept nogil:
     """Round down to the pump increment: ⌊x/inc⌋·inc."""
     if inc <= 0.0:
@@ -165,7 +193,8 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     cdef double cmin[MAX_CARBS]
     cdef double cg[MAX_CARBS]
     cdef double cabs[MAX_CARBS]
-    cdef Py_ssize_t origin, n_bins, i, j, k, l, n_pairs, n_sens, first, c0, nc
+    cdef Py_ssize_t origin, n_bins, i, j, jj, k, l, n_pairs, n_sens, first, c0, nc, n_live
+    cdef Py_ssize_t live[MAX_CARBS]
     cdef double zc = 0.0
     cdef double acc, x, y, sched_now, max_sched, max_basal_eff, max_iob_eff, max_bolus_eff, max_safe
     cdef double bg, last_rel, age_min, lo_v, hi_v, ratio, raw_ratio, isf_eff, basal_eff, csf
@@ -311,6 +340,17 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
         if crel[j] <= 0.0 and crel[j] + 1.5 * cabs[j] > 0.0:
             carbs_active = True
 
+    # entries whose window meets the analysed span [first reading, now]; the others overlap no
+    # interval below, so skipping them changes no sum
+    span_start = (cgm_t[c0] - now) / 60.0 if c0 < n_cgm else 0.0
+    if span_start > 0.0:
+        span_start = 0.0
+    n_live = 0
+    for j in range(nc):
+        if crel[j] < 0.0 and crel[j] + 1.5 * cabs[j] > span_start:
+            live[n_live] = j
+            n_live += 1
+
     # ---- sensitivity ratio from deviations outside carb windows (autosens-like)
     n_sens = 0
     for i in range(n_pairs):
@@ -318,7 +358,8 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             continue
         x = (cgm_t[c0 + i] - now) / 60.0
         valid = True
-        for j in range(nc):
+        for jj in range(n_live):
+            j = live[jj]
             if overlap(x, x + ddt[i], crel[j], crel[j] + 1.5 * cabs[j]) > 0.0:
                 valid = False
                 break
@@ -327,17 +368,13 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             n_sens += 1
     raw_ratio = 1.0
     if n_sens >= 24 and max_sched > 0.0:
-        for i in range(1, n_sens):  # insertion sort: n ≤ a few hundred, mostly ordered noise
-            x = sens_devs[i]
-            j = i - 1
-            while j >= 0 and sens_devs[j] > x:
-                sens_devs[j + 1] = sens_devs[j]
-                j -= 1
-            sens_devs[j + 1] = x
-        if n_sens % 2 == 1:
-            med = sens_devs[n_sens // 2]
-        else:
-            med = 0.5 * (sens_devs[n_sens // 2 - 1] + sens_devs[n_sens // 2])
+        med = select_kth(sens_devs, n_sens, n_sens // 2)
+        if n_sens % 2 == 0:  # the lower middle is the largest value left of the upper one
+            x = sens_devs[0]
+            for i in range(1, n_sens // 2):
+                if sens_devs[i] > x:
+                    x = sens_devs[i]
+            med = 0.5 * (x + med)
         raw_ratio = 1.0 + med * (60.0 / STEP_MIN) / isf / max_sched  # oref0: max daily basal
     if not isnan(p[P_SENS]):
         raw_ratio = p[P_SENS]
@@ -350,9 +387,6 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     out[O_SENS] = ratio
 
     # ---- carbs absorbed as observed, at least at the minimum rate (all gone by 1.5·T)
-    span_start = (cgm_t[c0] - now) / 60.0 if c0 < n_cgm else 0.0
-    if span_start > 0.0:
-        span_start = 0.0
     for j in range(nc):
         rem[j] = cg[j] - cmin[j] * overlap(crel[j], crel[j] + 1.5 * cabs[j], -1e18, span_start)
         if rem[j] < 0.0:
@@ -367,13 +401,15 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             if x > 0.0:
                 x = 0.0
         m_total = 0.0
-        for j in range(nc):
+        for jj in range(n_live):
+            j = live[jj]
             m_total += cmin[j] * overlap(crel[j], crel[j] + 1.5 * cabs[j], x, y)
         if m_total <= 0.0:
             continue
         valid = i < n_pairs and ddt[i] > 0.0 and ddt[i] <= 15.0
         obs = (dbg[i] + isf_eff * de[i]) / csf if valid else 0.0
-        for j in range(nc):
+        for jj in range(n_live):
+            j = live[jj]
             o = cmin[j] * overlap(crel[j], crel[j] + 1.5 * cabs[j], x, y)
             if o <= 0.0:
                 continue
