@@ -222,7 +222,8 @@ class DeviceGateway:
                 hub_serial=request.hub_serial,
                 device_id=device_id,
                 patient_id=patient_id,
-                now=now,
+                # TLS checks certificates against the real clock, never the simulated one
+                now=dt.datetime.now(dt.UTC),
                 validity=self._validity,
             )
         except CsrRejectedError as exc:

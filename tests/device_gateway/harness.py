@@ -22,7 +22,7 @@ from services.device_gateway.pki import ensure_device_ca
 from services.runtime.command_signing import CommandSigner, generate_signing_key, write_public_key
 from services.runtime.settings import REPO_ROOT
 
-__all__ = ["GatewayProcess", "clock_env", "free_port", "make_command", "start_gateway", "test_signer"]
+__all__ = ["GatewayProcess", "clock_env", "free_port", "make_command", "start_gateway", "new_signer"]
 
 
 def free_port() -> int:
@@ -40,7 +40,7 @@ def clock_env(speed: float) -> dict[str, str]:
     }
 
 
-def test_signer(directory: Path) -> tuple[CommandSigner, Path]:
+def new_signer(directory: Path) -> tuple[CommandSigner, Path]:
     signer = generate_signing_key()
     path = directory / "command.pub"
     write_public_key(signer.public_key, path)
@@ -78,12 +78,13 @@ def start_gateway(
     replica: str = "a",
     db_path: Path | None = None,
     ca_dir: Path | None = None,
+    ports: list[int] | None = None,
 ) -> GatewayProcess:
     """A device-gateway process with its own SQLite file, CA and ports; waits until it serves."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_dir = ca_dir or directory
     ensure_device_ca(ca_dir).issue_server_certificate(ca_dir, ["localhost", "127.0.0.1"])
-    ports = [free_port() for _ in range(3)]
+    ports = ports or [free_port() for _ in range(3)]
     env = {
         **os.environ,
         **clock,
@@ -102,13 +103,14 @@ def start_gateway(
         "LANGERHANS_HUB_TLS_KEY_PATH": str(ca_dir / "gateway-key.pem"),
     }
     log_path = directory / f"gateway-{replica}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "device-gateway"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "device-gateway"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     gw = GatewayProcess(
         process,
         f"127.0.0.1:{ports[0]}",
