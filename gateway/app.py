@@ -15,8 +15,14 @@ from fastapi import FastAPI
 
 from gateway.accounts.endpoints import router as accounts_router
 from gateway.accounts.endpoints import wellknown_router
+from gateway.alerts.endpoints import partner_router as partner_alerts_router
+from gateway.alerts.endpoints import router as alerts_router
+from gateway.clients.base import ServiceChannels
+from gateway.clients.glucose_source import CgmServiceSource
+from gateway.clients.services import ServiceClients
 from gateway.db import make_session_factory
 from gateway.devices.endpoints import router as devices_router
+from gateway.dosing.endpoints import router as dosing_router
 from gateway.errors import install_error_handlers
 from gateway.glucose.endpoints import router as glucose_router
 from gateway.glucose.source import GlucoseSource, NightscoutEntriesSource
@@ -32,6 +38,9 @@ from gateway.security.passwords import Passwords
 from gateway.security.tokens import TokenIssuer
 from gateway.settings import GatewaySettings
 from gateway.sharing.endpoints import router as sharing_router
+from gateway.stream.endpoints import router as stream_router
+from gateway.stream.hub import StreamHub
+from gateway.stream.lifespan import backend_lifespan
 from gateway.therapy.endpoints import router as therapy_router
 from gateway.treatments.endpoints import router as treatments_router
 from services.runtime.clock import Clock
@@ -51,6 +60,9 @@ def create_app(
     """Build the app around an already-migrated engine."""
     keys = load_key_ring(settings)
     session_factory = make_session_factory(engine)
+    services = ServiceClients(ServiceChannels(settings))
+    if glucose is None and settings.cgm_ingestion_addr:
+        glucose = CgmServiceSource(services)
     runtime = Runtime(
         settings=settings,
         clock=clock,
@@ -63,6 +75,7 @@ def create_app(
         rate_limiter=RateLimiter(clock),
     )
     app = FastAPI(
+        lifespan=backend_lifespan,
         title="Langerhans gateway",
         version="1.0.0",
         description=(
@@ -71,6 +84,8 @@ def create_app(
         ),
     )
     app.state.runtime = runtime
+    app.state.services = services
+    app.state.stream_hub = StreamHub()
     app.state.metrics = HttpMetrics()
     install_error_handlers(app)
     for router in (
@@ -82,10 +97,14 @@ def create_app(
         therapy_router,
         treatments_router,
         glucose_router,
+        dosing_router,
+        alerts_router,
+        stream_router,
         nightscout_settings_router,
         developer_router,
         oauth_router,
         partner_router,
+        partner_alerts_router,
         nightscout_router,
     ):
         app.include_router(router)

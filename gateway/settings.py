@@ -57,6 +57,8 @@ class GatewaySettings(ServiceSettings):
     # the per-client queue bound.
     stream_kafka: bool | None = None
     stream_queue_size: int = Field(default=256, ge=8, le=100_000)
+    # How often a live connection's token and permissions are re-checked (revocation bound).
+    stream_recheck_s: float = Field(default=5.0, gt=0, le=300)
     # Remote bolus: a confirmation is valid this long after the calculation; at most one bolus
     # is issued per person per decision window.
     bolus_confirm_ttl_s: int = Field(default=300, ge=30, le=300)

@@ -1,0 +1,1 @@
+"""Live stream: in-process pub/sub (hub.py), Kafka feed (feed.py), WebSocket (endpoints.py)."""
