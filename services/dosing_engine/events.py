@@ -50,14 +50,21 @@ INPUT_TOPICS: Final = (READINGS_TOPIC, PUMP_EVENTS_TOPIC, SETTINGS_TOPIC, OUTCOM
 SOURCE: Final = "langerhans/dosing-engine"
 
 
-def publish_reading_outcome(session: Session, outcome: ReadingOutcome, clock: Clock) -> None:
+def publish_reading_outcome(
+    session: Session,
+    outcome: ReadingOutcome,
+    clock: Clock,
+    *,
+    decisions_topic: str = DECISIONS_TOPIC,
+    commands_topic: str = COMMANDS_TOPIC,
+) -> None:
     """Decision and its commands into the outbox (event ids: decision id, command id)."""
     if outcome.decision is None:
         return
     d = outcome.decision
     outbox.add(
         session,
-        DECISIONS_TOPIC,
+        decisions_topic,
         d.patient_id,
         d,
         source=SOURCE,
@@ -67,7 +74,7 @@ def publish_reading_outcome(session: Session, outcome: ReadingOutcome, clock: Cl
     for signed, command_id in zip(outcome.commands, d.command_ids, strict=True):
         outbox.add(
             session,
-            COMMANDS_TOPIC,
+            commands_topic,
             d.patient_id,
             signed,
             source=SOURCE,
@@ -76,14 +83,24 @@ def publish_reading_outcome(session: Session, outcome: ReadingOutcome, clock: Cl
         )
 
 
-def handle(envelope: Envelope, session: Session, clock: Clock, signer: CommandSigner) -> None:
+def handle(
+    envelope: Envelope,
+    session: Session,
+    clock: Clock,
+    signer: CommandSigner,
+    *,
+    decisions_topic: str = DECISIONS_TOPIC,
+    commands_topic: str = COMMANDS_TOPIC,
+) -> None:
     """One event of any input topic, dispatched on its CloudEvents type."""
     engine = DosingEngine(Repository(session), clock, signer)
     kind = envelope.event_type
     # a payload that does not parse raises MalformedEventError: the runner dead-letters it
     if kind == cgm_pb2.CgmReading.DESCRIPTOR.full_name:
         outcome = engine.on_reading(envelope.parse(cgm_pb2.CgmReading))
-        publish_reading_outcome(session, outcome, clock)
+        publish_reading_outcome(
+            session, outcome, clock, decisions_topic=decisions_topic, commands_topic=commands_topic
+        )
     elif kind == pump_pb2.PumpEvent.DESCRIPTOR.full_name:
         engine.on_pump_event(envelope.parse(pump_pb2.PumpEvent))
     elif kind == therapy_pb2.TherapySettingsChanged.DESCRIPTOR.full_name:
@@ -94,8 +111,21 @@ def handle(envelope: Envelope, session: Session, clock: Clock, signer: CommandSi
         log.warning("ignoring event of type %s on %s", kind, envelope.topic)
 
 
-def make_handler(clock: Clock, signer: CommandSigner) -> Callable[[Envelope, Session], None]:
+def make_handler(
+    clock: Clock,
+    signer: CommandSigner,
+    *,
+    decisions_topic: str = DECISIONS_TOPIC,
+    commands_topic: str = COMMANDS_TOPIC,
+) -> Callable[[Envelope, Session], None]:
     def handler(envelope: Envelope, session: Session) -> None:
-        handle(envelope, session, clock, signer)
+        handle(
+            envelope,
+            session,
+            clock,
+            signer,
+            decisions_topic=decisions_topic,
+            commands_topic=commands_topic,
+        )
 
     return handler

@@ -13,7 +13,16 @@ from pydantic import model_validator
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.dosing_engine.events import INPUT_TOPICS, SOURCE, make_handler
+from services.dosing_engine.events import (
+    COMMANDS_TOPIC,
+    DECISIONS_TOPIC,
+    OUTCOMES_TOPIC,
+    PUMP_EVENTS_TOPIC,
+    READINGS_TOPIC,
+    SETTINGS_TOPIC,
+    SOURCE,
+    make_handler,
+)
 from services.dosing_engine.repository import metadata
 from services.dosing_engine.servicer import DosingEngineServicer
 from services.runtime import migrations
@@ -44,6 +53,12 @@ class DosingEngineSettings(ServiceSettings):
     # The Ed25519 key that signs pump commands; unset in development means the development key
     # var/keys/command-signing.pem (shared with device-gateway, created if missing).
     command_signing_key_path: Path | None = None
+    readings_topic: str = READINGS_TOPIC
+    pump_events_topic: str = PUMP_EVENTS_TOPIC
+    settings_topic: str = SETTINGS_TOPIC
+    outcomes_topic: str = OUTCOMES_TOPIC
+    decisions_topic: str = DECISIONS_TOPIC
+    commands_topic: str = COMMANDS_TOPIC
 
     @model_validator(mode="after")
     def _production_needs_key(self) -> DosingEngineSettings:
@@ -80,12 +95,22 @@ async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None)
     runner = ConsumerRunner(
         RunnerConfig(
             group_id=settings.consumer_group,
-            topics=list(INPUT_TOPICS),
+            topics=[
+                settings.readings_topic,
+                settings.pump_events_topic,
+                settings.settings_topic,
+                settings.outcomes_topic,
+            ],
             bootstrap_servers=settings.kafka_bootstrap_servers,
             transaction_batch=settings.transaction_batch,
             poll_timeout_ms=50,
         ),
-        make_handler(clock, signer),
+        make_handler(
+            clock,
+            signer,
+            decisions_topic=settings.decisions_topic,
+            commands_topic=settings.commands_topic,
+        ),
         sessions,
         clock=clock,
     )
