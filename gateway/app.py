@@ -32,6 +32,7 @@ from gateway.observability import HttpMetrics, RequestContextMiddleware, health_
 from gateway.partner.endpoints import developer_router, partner_router
 from gateway.partner.oauth_endpoints import router as oauth_router
 from gateway.partner.ratelimit import RateLimiter
+from gateway.reports.endpoints import router as reports_router
 from gateway.runtime import Runtime
 from gateway.security.keys import load_key_ring
 from gateway.security.passwords import Passwords
@@ -43,6 +44,7 @@ from gateway.stream.hub import StreamHub
 from gateway.stream.lifespan import backend_lifespan
 from gateway.therapy.endpoints import router as therapy_router
 from gateway.treatments.endpoints import router as treatments_router
+from gateway.web.router import router as web_router
 from services.runtime.clock import Clock
 
 __all__ = ["create_app"]
@@ -100,12 +102,14 @@ def create_app(
         dosing_router,
         alerts_router,
         stream_router,
+        reports_router,
         nightscout_settings_router,
         developer_router,
         oauth_router,
         partner_router,
         partner_alerts_router,
         nightscout_router,
+        web_router,
     ):
         app.include_router(router)
     app.add_middleware(
