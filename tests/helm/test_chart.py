@@ -305,3 +305,22 @@ def test_dashboard_queries_only_documented_metrics():
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for needed in ("lag", "latency", "decisions", "commands", "alerts", "not looping", "grpc"):
         assert needed in titles
+
+
+def test_security_check_finds_an_unjustified_finding(helm, tmp_path):
+    checkov = REPO_ROOT / "var" / "tools" / "checkov" / "bin" / "checkov"
+    if not checkov.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("checkov is not installed (make helm-check installs it)")
+        pytest.skip("checkov is not installed; run make helm-check")
+    from scripts.helm_check import checkov_failures
+
+    # Without the justified exceptions the image-digest and env-secret findings come back.
+    objs = render(helm, Render("no-exceptions", (), ("securityCheckExceptions=null",)))
+    manifests = tmp_path / "rendered.yaml"
+    manifests.write_text(yaml.safe_dump_all(objs))
+    failures = checkov_failures(str(checkov), manifests)
+    assert any(f.startswith("CKV_K8S_43 Deployment") for f in failures)
+    justified = render(helm, Render("default"))
+    manifests.write_text(yaml.safe_dump_all(justified))
+    assert checkov_failures(str(checkov), manifests) == []

@@ -148,6 +148,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
 # Services never call the Kubernetes API: no token in the pods.
@@ -157,6 +158,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
   annotations:
@@ -328,6 +330,7 @@ apiVersion: v1
 kind: Service
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
 spec:
@@ -357,6 +360,7 @@ apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
 spec:
@@ -387,6 +391,7 @@ apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
 spec:
@@ -400,6 +405,7 @@ apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
 metadata:
   name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
     {{- with $root.Values.monitoring.serviceMonitor.labels }}
@@ -428,6 +434,7 @@ apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
   name: {{ include "langerhans.fullname" $root }}-{{ .component }}
+  namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "langerhans.labels" $labels | nindent 4 }}
 spec:
