@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.cgm_ingestion.assessment import Fault, Trend
 from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, RejectReason
-from services.cgm_ingestion.repository import ReadingRepository
+from services.cgm_ingestion.repository import ReadingRepository, SeriesCache
 from services.cgm_ingestion.service import (
     CgmEvent,
     CgmEventKind,
@@ -26,7 +26,12 @@ from services.cgm_ingestion.service import (
 )
 from services.runtime import outbox
 from services.runtime.clock import Clock
-from services.runtime.kafka.envelope import Envelope, MalformedEventError
+from services.runtime.kafka.envelope import (
+    Envelope,
+    MalformedEventError,
+    ProtoMessage,
+    new_envelope,
+)
 
 __all__ = [
     "EVENTS_TOPIC",
@@ -157,6 +162,31 @@ def _event_to_proto(event: CgmEvent, now: datetime) -> cgm_pb2.CgmEvent:
     return message
 
 
+_outbox_insert = outbox.outbox_events.insert()
+
+
+def _to_outbox(
+    session: Session, topic: str, key: str, message: ProtoMessage, *, clock: Clock, event_id: str
+) -> None:
+    """`outbox.add` with a prepared statement (the hot path: one row per validated reading)."""
+    now = clock.now()
+    envelope = new_envelope(key, message, source=SOURCE, time=now, event_id=event_id)
+    session.execute(
+        _outbox_insert,
+        {
+            "event_id": envelope.event_id,
+            "topic": topic,
+            "key": envelope.key,
+            "event_type": envelope.event_type,
+            "source": envelope.source,
+            "event_time": envelope.time,
+            "content_type": envelope.content_type,
+            "payload": envelope.data,
+            "created_at": now,
+        },
+    )
+
+
 def publish_outcome(
     session: Session,
     outcome: IngestOutcome,
@@ -175,12 +205,11 @@ def publish_outcome(
             device_id=raw.device_id if raw is not None else "",
             original_unit=raw.glucose.unit if raw is not None else 0,
         )
-        outbox.add(
+        _to_outbox(
             session,
             readings_topic,
             reading.patient_id,
             message,
-            source=SOURCE,
             clock=clock,
             event_id=message.reading_id,
         )
@@ -205,9 +234,10 @@ def handle_raw(
     *,
     readings_topic: str = READINGS_TOPIC,
     events_topic: str = EVENTS_TOPIC,
+    cache: SeriesCache | None = None,
 ) -> None:
     """One raw reading: validate, dedupe, store, assess; outgoing events into the outbox."""
-    repository = ReadingRepository(session)
+    repository = ReadingRepository(session, cache)
     service = IngestionService(repository, clock, night_time_zone)
     try:
         message = envelope.parse(cgm_pb2.RawCgmReading)
@@ -241,6 +271,7 @@ def make_handler(
     night_time_zone: str = "UTC",
     readings_topic: str = READINGS_TOPIC,
     events_topic: str = EVENTS_TOPIC,
+    cache: SeriesCache | None = None,
 ) -> Callable[[Envelope, Session], None]:
     def handler(envelope: Envelope, session: Session) -> None:
         handle_raw(
@@ -250,6 +281,7 @@ def make_handler(
             night_time_zone,
             readings_topic=readings_topic,
             events_topic=events_topic,
+            cache=cache,
         )
 
     return handler

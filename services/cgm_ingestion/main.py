@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kafka.structs import TopicPartition
 from langerhans.cgm.v1 import cgm_ingestion_service_pb2 as pb
 from langerhans.cgm.v1 import cgm_ingestion_service_pb2_grpc as pb_grpc
 from sqlalchemy import Engine
@@ -18,7 +19,7 @@ from services.cgm_ingestion.events import (
     make_handler,
     measured_order_key,
 )
-from services.cgm_ingestion.repository import metadata
+from services.cgm_ingestion.repository import SeriesCache, metadata
 from services.cgm_ingestion.servicer import CgmIngestionServicer
 from services.runtime import migrations
 from services.runtime.db import create_service_engine
@@ -54,8 +55,16 @@ class TimeOrderedRunner(ConsumerRunner):
     newer ones are still published once, flagged as backfill.
     """
 
+    cache: SeriesCache | None = None
+
     def _handle_batch(self, envelopes: list[Envelope]) -> tuple[int, int]:
         return super()._handle_batch(sorted(envelopes, key=measured_order_key))
+
+    def _forget(self, partitions: set[TopicPartition], why: str) -> None:
+        # Partitions moved: another member may now write series this cache holds.
+        if self.cache is not None:
+            self.cache.clear()
+        super()._forget(partitions, why)
 
 
 def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]]:
@@ -70,6 +79,7 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     engine, sessions = build(settings)
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
     relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.01)
+    cache = SeriesCache()
     runner = TimeOrderedRunner(
         RunnerConfig(
             group_id=settings.consumer_group,
@@ -79,11 +89,16 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
             poll_timeout_ms=50,
         ),
         make_handler(
-            clock, settings.night_time_zone, settings.readings_topic, settings.events_topic
+            clock,
+            settings.night_time_zone,
+            settings.readings_topic,
+            settings.events_topic,
+            cache=cache,
         ),
         sessions,
         clock=clock,
     )
+    runner.cache = cache
 
     async def consume(stop_event: asyncio.Event) -> None:
         relay.start()

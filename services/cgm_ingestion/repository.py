@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -15,20 +18,31 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
+    event,
     func,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from services.cgm_ingestion.assessment import Fault, Trend
-from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection
+from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, ValidReading
 from services.cgm_ingestion.service import StoredReading
 from services.runtime.db import new_metadata
 from services.runtime.kafka import dedupe
 
-__all__ = ["ReadingRepository", "metadata", "readings", "rejected_readings", "sensors"]
+__all__ = [
+    "ReadingRepository",
+    "SeriesCache",
+    "metadata",
+    "readings",
+    "rejected_readings",
+    "sensors",
+]
 
 metadata = new_metadata()
 
@@ -134,47 +148,201 @@ def _values(reading: StoredReading) -> dict[str, object]:
     }
 
 
+# Readings kept in memory per series once loaded: enough for every backward-looking check.
+CACHE_HISTORY_S = 3 * 3600
+
+_insert_reading = {
+    "sqlite": sqlite_insert(readings).on_conflict_do_nothing(index_elements=["identity"]),
+    "postgresql": pg_insert(readings).on_conflict_do_nothing(index_elements=["identity"]),
+}
+_update_assessment = (
+    update(readings)
+    .where(readings.c.identity == bindparam("b_identity"))
+    .values(
+        trend=bindparam("b_trend"),
+        rate_mg_dl_per_min=bindparam("b_rate"),
+        noise_level=bindparam("b_noise"),
+        faults=bindparam("b_faults"),
+        quality=bindparam("b_quality"),
+    )
+)
+_insert_sensor = sensors.insert()
+_update_sensor = (
+    update(sensors)
+    .where(sensors.c.sensor_id == bindparam("b_sensor"))
+    .values(first_seen_us=bindparam("b_first"))
+)
+
+SeriesKey = tuple[str, str]
+
+
+@dataclass
+class _Series:
+    """Every stored reading of one series from `loaded_from_us` on, sorted by time."""
+
+    loaded_from_us: int
+    rows: list[StoredReading]
+    identities: set[str]
+
+    def copy(self) -> _Series:
+        return _Series(self.loaded_from_us, list(self.rows), set(self.identities))
+
+
+class SeriesCache:
+    """Committed recent readings per (patient, sensor), shared by one process's transactions.
+
+    A transaction works on copies and the copies replace the cached series only after its
+    commit; a rollback drops them. Everything older than the loaded range goes to the
+    database. Safe with one consumer per partition (the key is the patient); `clear()` on a
+    rebalance, and the unique identity in the table catches anything a stale cache missed.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[SeriesKey, _Series] = {}
+        self._sensors: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: SeriesKey) -> _Series | None:
+        with self._lock:
+            found = self._series.get(key)
+            return found.copy() if found is not None else None
+
+    def sensor(self, sensor_id: str) -> int | None:
+        with self._lock:
+            return self._sensors.get(sensor_id)
+
+    def publish(self, series: dict[SeriesKey, _Series], sensor_times: dict[str, int]) -> None:
+        with self._lock:
+            for key, fresh in series.items():
+                kept = fresh
+                if fresh.rows:
+                    # Keep the cache bounded: drop what is older than the history we need.
+                    floor = _us(fresh.rows[-1].device_time) - CACHE_HISTORY_S * 1_000_000
+                    if floor > fresh.loaded_from_us:
+                        rows = [r for r in fresh.rows if _us(r.device_time) >= floor]
+                        kept = _Series(floor, rows, {r.identity for r in rows})
+                self._series[key] = kept
+            self._sensors.update(sensor_times)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series.clear()
+            self._sensors.clear()
+
+
 class ReadingRepository:
     """Readings, rejections and sensors in the caller's session (the handler commits)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, cache: SeriesCache | None = None) -> None:
         self._session = session
+        self._cache = cache
+        if cache is not None and "cgm_work" not in session.info:
+            session.info["cgm_work"] = {}
+            session.info["cgm_sensors"] = {}
+            event.listen(session, "after_commit", self._after_commit)
+            event.listen(session, "after_rollback", self._after_rollback)
+
+    @property
+    def _work(self) -> dict[SeriesKey, _Series]:
+        work: dict[SeriesKey, _Series] = self._session.info.setdefault("cgm_work", {})
+        return work
+
+    def _after_commit(self, session: Session) -> None:
+        if self._cache is not None:
+            self._cache.publish(session.info["cgm_work"], session.info["cgm_sensors"])
+        session.info["cgm_work"] = {}
+        session.info["cgm_sensors"] = {}
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info["cgm_work"] = {}
+        session.info["cgm_sensors"] = {}
+
+    def _series_from(self, patient_id: str, sensor_id: str, at: datetime) -> _Series | None:
+        """The working copy of a series, if the cache covers `at` (loading it if needed)."""
+        if self._cache is None:
+            return None
+        key = (patient_id, sensor_id)
+        work = self._work.get(key)
+        if work is None:
+            work = self._cache.get(key)
+            if work is None:
+                floor = _us(at) - CACHE_HISTORY_S * 1_000_000
+                rows = self._select_series(patient_id, sensor_id, floor, None)
+                work = _Series(floor, rows, {r.identity for r in rows})
+            self._work[key] = work
+        return work if _us(at) >= work.loaded_from_us else None
+
+    def _select_series(
+        self, patient_id: str, sensor_id: str, start_us: int, end_us: int | None
+    ) -> list[StoredReading]:
+        conditions = [
+            readings.c.patient_id == patient_id,
+            readings.c.sensor_id == sensor_id,
+            readings.c.device_time_us >= start_us,
+        ]
+        if end_us is not None:
+            conditions.append(readings.c.device_time_us <= end_us)
+        rows = self._session.execute(
+            select(readings).where(*conditions).order_by(readings.c.device_time_us)
+        )
+        return [_row(r) for r in rows]
 
     # -- used by IngestionService
-    def find(self, identity: str) -> StoredReading | None:
-        row = self._session.execute(select(readings).where(readings.c.identity == identity)).first()
+    def find(self, reading: ValidReading) -> StoredReading | None:
+        series = self._series_from(reading.patient_id, reading.sensor_id, reading.device_time)
+        if series is not None:
+            if reading.identity not in series.identities:
+                return None
+            return next(r for r in series.rows if r.identity == reading.identity)
+        row = self._session.execute(
+            select(readings).where(readings.c.identity == reading.identity)
+        ).first()
         return _row(row) if row else None
 
     def series(
         self, patient_id: str, sensor_id: str, start: datetime, end: datetime
     ) -> list[StoredReading]:
-        rows = self._session.execute(
-            select(readings)
-            .where(
-                readings.c.patient_id == patient_id,
-                readings.c.sensor_id == sensor_id,
-                readings.c.device_time_us.between(_us(start), _us(end)),
-            )
-            .order_by(readings.c.device_time_us)
-        )
-        return [_row(r) for r in rows]
+        cached = self._series_from(patient_id, sensor_id, start)
+        if cached is not None:
+            lo = bisect.bisect_left([r.device_time for r in cached.rows], start)
+            return [r for r in cached.rows[lo:] if r.device_time <= end]
+        return self._select_series(patient_id, sensor_id, _us(start), _us(end))
 
-    def add(self, reading: StoredReading) -> None:
-        self._session.execute(readings.insert().values(**_values(reading)))
+    def add(self, reading: StoredReading) -> bool:
+        statement = _insert_reading[self._session.get_bind().dialect.name]
+        result = self._session.execute(statement, _values(reading))
+        if getattr(result, "rowcount", 1) == 0:
+            # Stored by someone the cache did not know about: a duplicate after all.
+            if self._cache is not None:
+                self._cache.clear()
+                self._work.pop((reading.patient_id, reading.sensor_id), None)
+            return False
+        series = self._work.get((reading.patient_id, reading.sensor_id))
+        if series is not None and _us(reading.device_time) >= series.loaded_from_us:
+            times = [r.device_time for r in series.rows]
+            series.rows.insert(bisect.bisect_left(times, reading.device_time), reading)
+            series.identities.add(reading.identity)
+        return True
 
     def update_assessment(self, reading: StoredReading) -> None:
         values = _values(reading)
         self._session.execute(
-            update(readings)
-            .where(readings.c.identity == reading.identity)
-            .values(
-                trend=values["trend"],
-                rate_mg_dl_per_min=values["rate_mg_dl_per_min"],
-                noise_level=values["noise_level"],
-                faults=values["faults"],
-                quality=values["quality"],
-            )
+            _update_assessment,
+            [
+                {
+                    "b_identity": reading.identity,
+                    "b_trend": values["trend"],
+                    "b_rate": values["rate_mg_dl_per_min"],
+                    "b_noise": values["noise_level"],
+                    "b_faults": values["faults"],
+                    "b_quality": values["quality"],
+                }
+            ],
         )
+        series = self._work.get((reading.patient_id, reading.sensor_id)) if self._cache else None
+        if series is not None:
+            series.rows = [reading if r.identity == reading.identity else r for r in series.rows]
 
     def add_rejection(
         self, raw: RawReading, rejection: Rejection, at: datetime, payload: bytes | None = None
@@ -195,27 +363,43 @@ class ReadingRepository:
             )
         )
 
-    def first_seen(self, sensor_id: str) -> datetime | None:
+    def _first_seen_us(self, sensor_id: str) -> int | None:
+        if self._cache is not None:
+            pending = self._session.info["cgm_sensors"].get(sensor_id)
+            if pending is not None:
+                return int(pending)
+            cached = self._cache.sensor(sensor_id)
+            if cached is not None:
+                return cached
         value = self._session.execute(
             select(sensors.c.first_seen_us).where(sensors.c.sensor_id == sensor_id)
         ).scalar_one_or_none()
-        return _dt(value)
+        if value is not None and self._cache is not None:
+            self._session.info["cgm_sensors"][sensor_id] = value
+        return None if value is None else int(value)
+
+    def first_seen(self, sensor_id: str) -> datetime | None:
+        return _dt(self._first_seen_us(sensor_id))
 
     def note_sensor(self, sensor_id: str, seen: datetime) -> None:
         """Remember when a sensor was first seen (its warm-up clock when it does not say)."""
-        current = self.first_seen(sensor_id)
+        current = self._first_seen_us(sensor_id)
+        seen_us = _us(seen)
         if current is None:
             self._session.execute(
-                sensors.insert().values(sensor_id=sensor_id, first_seen_us=_us(seen))
+                _insert_sensor, [{"sensor_id": sensor_id, "first_seen_us": seen_us}]
             )
-        elif seen < current:
-            self._session.execute(
-                update(sensors)
-                .where(sensors.c.sensor_id == sensor_id)
-                .values(first_seen_us=_us(seen))
-            )
+        elif seen_us < current:
+            self._session.execute(_update_sensor, [{"b_sensor": sensor_id, "b_first": seen_us}])
+        else:
+            return
+        if self._cache is not None:
+            self._session.info["cgm_sensors"][sensor_id] = seen_us
 
     def latest_time(self, patient_id: str, sensor_id: str) -> datetime | None:
+        series = self._work.get((patient_id, sensor_id)) if self._cache else None
+        if series is not None and series.rows:
+            return series.rows[-1].device_time
         value = self._session.execute(
             select(func.max(readings.c.device_time_us)).where(
                 readings.c.patient_id == patient_id, readings.c.sensor_id == sensor_id

@@ -107,13 +107,15 @@ class IngestOutcome:
 class ReadingStore(Protocol):
     """What the service needs from storage (implemented by the repository)."""
 
-    def find(self, identity: str) -> StoredReading | None: ...
+    def find(self, reading: ValidReading) -> StoredReading | None: ...
 
     def series(
         self, patient_id: str, sensor_id: str, start: datetime, end: datetime
     ) -> list[StoredReading]: ...
 
-    def add(self, reading: StoredReading) -> None: ...
+    def add(self, reading: StoredReading) -> bool:
+        """Store a new reading; False if its identity is already stored (a late duplicate)."""
+        ...
 
     def update_assessment(self, reading: StoredReading) -> None: ...
 
@@ -148,7 +150,7 @@ class IngestionService:
         checked = validate(raw, now)
         if isinstance(checked, Rejection):
             return self.reject(raw, checked)
-        existing = self._store.find(checked.identity)
+        existing = self._store.find(checked)
         if existing is not None:
             if existing.glucose_mg_dl != checked.glucose_mg_dl:
                 return self.reject(
@@ -194,7 +196,8 @@ class IngestionService:
         points = [r.point() for r in ordered]
         index = len(earlier)
         reading = self._with_assessment(placeholder, points, index)
-        self._store.add(reading)
+        if not self._store.add(reading):
+            return IngestOutcome(duplicate=True)
         outcome = IngestOutcome(reading=reading)
         outcome.events += self._events_for(reading, points, index)
         ordered[index] = reading

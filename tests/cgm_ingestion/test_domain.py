@@ -201,8 +201,8 @@ class FakeStore:
         self.rejections: list[tuple[RawReading, Rejection]] = []
         self.sensors: dict[str, datetime] = {}
 
-    def find(self, identity: str) -> StoredReading | None:
-        return self.rows.get(identity)
+    def find(self, reading: ValidReading) -> StoredReading | None:
+        return self.rows.get(reading.identity)
 
     def series(self, patient_id, sensor_id, start, end):
         rows = [
@@ -214,9 +214,10 @@ class FakeStore:
         ]
         return sorted(rows, key=lambda r: r.device_time)
 
-    def add(self, reading: StoredReading) -> None:
+    def add(self, reading: StoredReading) -> bool:
         assert reading.identity not in self.rows
         self.rows[reading.identity] = reading
+        return True
 
     def update_assessment(self, reading: StoredReading) -> None:
         self.rows[reading.identity] = reading
