@@ -125,6 +125,14 @@ test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
 bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus …
 	@$(PY) -m bench.bus
 
+.PHONY: bench-ingest
+bench-ingest: setup kafka-up ## raw CGM reading → validated reading (and alerts) over Kafka: RESULT ingest …
+	@$(PY) -m bench.ingest
+
+.PHONY: bench-infusion-set
+bench-infusion-set: setup ## infusion-set failure alerts on the simulated cohort: RESULT infusion_set …
+	@$(PY) -m bench.infusion_set
+
 CONTROLLER ?= baseline
 
 .PHONY: bench-kernels

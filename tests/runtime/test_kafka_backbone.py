@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import REGISTRY
-from sqlalchemy import Column, Engine, Integer, String, Table, create_engine, func, select
+from sqlalchemy import Column, Engine, Integer, String, Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.runtime.db import new_metadata
+from services.runtime.db import create_service_engine, new_metadata
 from services.runtime.kafka import ConsumerRunner, Envelope, EventProducer, RunnerConfig, dedupe
 from services.runtime.topics import dlq_topic
 from tests.runtime.conftest import wait_until
@@ -44,20 +44,9 @@ effects = Table(
 )
 
 
-def _engine(db_path: Path) -> Engine:
-    from sqlalchemy import event
-
-    engine = create_engine(f"sqlite:///{db_path}")
-
-    def pragmas(connection: object, _record: object) -> None:
-        cursor = connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    return engine
+def _engine(database_url: str, service: str) -> Engine:
+    """The consuming service's own storage, exactly as services open it."""
+    return create_service_engine(service, database_url)
 
 
 # ---------------------------------------------------------------------- worker (subprocess)
@@ -71,7 +60,7 @@ def _produce(args: argparse.Namespace) -> None:
 
 
 def _consume(args: argparse.Namespace) -> None:
-    engine = _engine(Path(args.db))
+    engine = _engine(args.db_url, args.service)
     sessions = sessionmaker(engine)
     handled = 0
 
@@ -81,8 +70,12 @@ def _consume(args: argparse.Namespace) -> None:
         if value == args.poison:
             raise RuntimeError(f"cannot handle {value}")
         # Mid-batch: once records are stored whose offsets are not yet committed.
-        if args.crash_after is not None and handled >= args.crash_after and runner._pending:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if args.crash_after is not None and handled >= args.crash_after:
+            uncommitted = len(runner._pending)
+            if uncommitted or handled >= args.crash_after + 100:
+                print(f"SIGKILL at handled={handled} uncommitted={uncommitted}", file=sys.stderr)
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
         session.execute(
             effects.insert().values(event_id=event.event_id, value=value, pid=os.getpid())
         )
@@ -98,8 +91,6 @@ def _consume(args: argparse.Namespace) -> None:
         max_poll_records=args.max_poll,
         max_attempts=3,
         backoff_initial_s=0.05,
-        session_timeout_ms=6_000,
-        heartbeat_interval_ms=1_000,
     )
     print(json.dumps({"ready": os.getpid()}), flush=True)
     runner = ConsumerRunner(config, handler, sessions)
@@ -125,7 +116,8 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--group", default="")
-    parser.add_argument("--db", default="")
+    parser.add_argument("--db-url", default="")
+    parser.add_argument("--service", default="")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--max-poll", type=int, default=100)
     parser.add_argument("--crash-after", type=int, default=None)
@@ -169,12 +161,12 @@ def _stop(process: subprocess.Popen[str]) -> dict[str, float | None]:
 
 
 @pytest.fixture
-def effects_db(tmp_path: Path) -> Iterator[tuple[Path, Engine]]:
-    db_path = tmp_path / "consumer.sqlite3"
-    engine = _engine(db_path)
+def effects_db(database_url: str, unique_service: str) -> Iterator[tuple[list[str], Engine]]:
+    """The consumer's database (SQLite file, or a schema in PostgreSQL): worker args, engine."""
+    engine = _engine(database_url, unique_service)
     metadata.create_all(engine)
     dedupe.create_tables(engine)
-    yield db_path, engine
+    yield ["--db-url", database_url, "--service", unique_service], engine
     engine.dispose()
 
 
@@ -199,33 +191,22 @@ def _produce_in_subprocess(bootstrap: str, topic: str, count: int, *extra: str) 
     assert json.loads(out.strip().splitlines()[-1]) == {"produced": count}
 
 
-def _consume_args(bootstrap: str, topic: str, group: str, db: Path, *extra: str) -> list[str]:
-    return [
-        "consume",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--db",
-        str(db),
-        *extra,
-    ]
+def _consume_args(bootstrap: str, topic: str, group: str, db: list[str], *extra: str) -> list[str]:
+    return ["consume", "--bootstrap", bootstrap, "--topic", topic, "--group", group, *db, *extra]
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_produce_in_one_process_consume_in_another(
-    kafka_bootstrap: str, make_topic, effects_db: tuple[Path, Engine]
+    kafka_bootstrap: str, make_topic, effects_db: tuple[list[str], Engine]
 ) -> None:
-    db_path, engine = effects_db
+    db_args, engine = effects_db
     topic = make_topic(partitions=3)
     count = 300
     _produce_in_subprocess(kafka_bootstrap, topic, count)
 
     consumer = _worker(
-        *_consume_args(kafka_bootstrap, topic, f"g-{topic}", db_path, "--batch", "25")
+        *_consume_args(kafka_bootstrap, topic, f"g-{topic}", db_args, "--batch", "25")
     )
     wait_until(lambda: _counts(engine)[1] >= count, RUN_TIMEOUT_S, f"{count} events handled")
     report = _stop(consumer)
@@ -244,9 +225,9 @@ def test_produce_in_one_process_consume_in_another(
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 20])
 def test_consumer_killed_mid_batch_loses_nothing_and_handles_nothing_twice(
-    kafka_bootstrap: str, make_topic, effects_db: tuple[Path, Engine], batch: int
+    kafka_bootstrap: str, make_topic, effects_db: tuple[list[str], Engine], batch: int
 ) -> None:
-    db_path, engine = effects_db
+    db_args, engine = effects_db
     topic = make_topic(partitions=3)
     group = f"g-{topic}"
     count = 400
@@ -258,7 +239,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_handles_nothing_twice(
             kafka_bootstrap,
             topic,
             group,
-            db_path,
+            db_args,
             "--batch",
             str(batch),
             "--max-poll",
@@ -275,7 +256,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_handles_nothing_twice(
     # Second member: same group, picks up from the committed offsets.
     second = _worker(
         *_consume_args(
-            kafka_bootstrap, topic, group, db_path, "--batch", str(batch), "--max-poll", "100"
+            kafka_bootstrap, topic, group, db_args, "--batch", str(batch), "--max-poll", "100"
         )
     )
     wait_until(lambda: _counts(engine)[1] >= count, RUN_TIMEOUT_S, f"all {count} events handled")
@@ -295,9 +276,9 @@ def test_consumer_killed_mid_batch_loses_nothing_and_handles_nothing_twice(
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_poison_and_malformed_records_go_to_the_dlq_and_the_consumer_goes_on(
-    kafka_bootstrap: str, make_topic, effects_db: tuple[Path, Engine]
+    kafka_bootstrap: str, make_topic, effects_db: tuple[list[str], Engine]
 ) -> None:
-    db_path, engine = effects_db
+    db_args, engine = effects_db
     topic = make_topic(partitions=1)  # one partition: "goes on" means the records after it
     count = 50
     _produce_in_subprocess(kafka_bootstrap, topic, count, "--poison-at", "10")
@@ -308,7 +289,7 @@ def test_poison_and_malformed_records_go_to_the_dlq_and_the_consumer_goes_on(
     _produce_in_subprocess(kafka_bootstrap, topic, 20)
 
     consumer = _worker(
-        *_consume_args(kafka_bootstrap, topic, f"g-{topic}", db_path, "--batch", "5")
+        *_consume_args(kafka_bootstrap, topic, f"g-{topic}", db_args, "--batch", "5")
     )
     good = count - 1 + 20
     wait_until(lambda: _counts(engine)[1] >= good, RUN_TIMEOUT_S, f"{good} good events handled")
@@ -344,17 +325,17 @@ def test_poison_and_malformed_records_go_to_the_dlq_and_the_consumer_goes_on(
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_rebalance_between_two_members_handles_each_event_once(
-    kafka_bootstrap: str, make_topic, effects_db: tuple[Path, Engine]
+    kafka_bootstrap: str, make_topic, effects_db: tuple[list[str], Engine]
 ) -> None:
-    db_path, engine = effects_db
+    db_args, engine = effects_db
     topic = make_topic(partitions=4)
     group = f"g-{topic}"
     count = 400
     _produce_in_subprocess(kafka_bootstrap, topic, count)
     slow = ("--batch", "1", "--max-poll", "20", "--slow-ms", "20")
-    first = _worker(*_consume_args(kafka_bootstrap, topic, group, db_path, *slow))
+    first = _worker(*_consume_args(kafka_bootstrap, topic, group, db_args, *slow))
     wait_until(lambda: _counts(engine)[1] >= 40, START_TIMEOUT_S, "the first member to start")
-    second = _worker(*_consume_args(kafka_bootstrap, topic, group, db_path, *slow))  # rebalance
+    second = _worker(*_consume_args(kafka_bootstrap, topic, group, db_args, *slow))  # rebalance
     wait_until(
         lambda: len(_pids(engine)) == 2, START_TIMEOUT_S, "the second member to get partitions"
     )

@@ -12,17 +12,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
-from sqlalchemy import Column, Engine, Integer, String, Table, create_engine, event, func, select
+from sqlalchemy import Column, Engine, Integer, String, Table, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime import outbox
-from services.runtime.db import new_metadata, session_scope
+from services.runtime.db import create_service_engine, new_metadata, session_scope
 from services.runtime.kafka import ConsumerRunner, Envelope, EventProducer, RunnerConfig, dedupe
 from services.runtime.kafka.envelope import decode_headers
 from tests.runtime.conftest import wait_until
@@ -46,18 +46,9 @@ effects = Table(
 )
 
 
-def _engine(db_path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{db_path}")
-
-    def pragmas(connection: Any, _record: object) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    return engine
+def _engine(database_url: str, service: str) -> Engine:
+    """The service's own storage, exactly as services open it."""
+    return create_service_engine(service, database_url)
 
 
 class CrashingRelay(outbox.OutboxRelay):
@@ -71,7 +62,7 @@ class CrashingRelay(outbox.OutboxRelay):
 # ---------------------------------------------------------------------- worker (subprocess)
 def _app(args: argparse.Namespace) -> None:
     """Commit state changes with their events (some rolled back), then publish and crash."""
-    sessions = sessionmaker(_engine(Path(args.db)))
+    sessions = sessionmaker(_engine(args.db_url, args.service))
     committed: list[str] = []
     for i in range(args.count):
         value = str(i)
@@ -98,7 +89,7 @@ def _app(args: argparse.Namespace) -> None:
 
 
 def _relay(args: argparse.Namespace) -> None:
-    sessions = sessionmaker(_engine(Path(args.db)))
+    sessions = sessionmaker(_engine(args.db_url, args.service))
     with EventProducer(args.bootstrap, source="test-app") as producer:
         published = outbox.OutboxRelay(sessions, producer, batch_size=args.batch).drain(120)
     print(json.dumps({"published": published}), flush=True)
@@ -108,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["app", "relay"])
     parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--service", required=True)
     parser.add_argument("--topic", default="")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--rollback-every", type=int, default=4)
@@ -151,14 +143,21 @@ def _topic_events(bootstrap: str, topic: str, at_least: int) -> list[tuple[str, 
     return found
 
 
+@pytest.fixture
+def app_storage(database_url: str, unique_service: str) -> Iterator[tuple[list[str], Engine]]:
+    """The app's database (SQLite file, or a schema in PostgreSQL): worker args, engine."""
+    engine = _engine(database_url, unique_service)
+    yield ["--db-url", database_url, "--service", unique_service], engine
+    engine.dispose()
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_crash_between_commit_and_publish_publishes_exactly_the_committed_changes(
-    kafka_bootstrap: str, make_topic, tmp_path: Path
+    kafka_bootstrap: str, make_topic, tmp_path: Path, app_storage: tuple[list[str], Engine]
 ) -> None:
     topic = make_topic(partitions=3)
-    app_db = tmp_path / "app.sqlite3"
-    app_engine = _engine(app_db)
+    app_db, app_engine = app_storage
     metadata.create_all(app_engine)
     outbox.create_tables(app_engine)
 
@@ -168,8 +167,7 @@ def test_crash_between_commit_and_publish_publishes_exactly_the_committed_change
         "app",
         "--bootstrap",
         kafka_bootstrap,
-        "--db",
-        str(app_db),
+        *app_db,
         "--topic",
         topic,
         "--count",
@@ -187,7 +185,7 @@ def test_crash_between_commit_and_publish_publishes_exactly_the_committed_change
     assert stored == committed
 
     # Restart: a fresh relay publishes everything still unmarked (the 25 again, then 65).
-    code, lines, err = _run("relay", "--bootstrap", kafka_bootstrap, "--db", str(app_db))
+    code, lines, err = _run("relay", "--bootstrap", kafka_bootstrap, *app_db)
     assert code == 0, err[-3000:]
     assert lines[-1] == {"published": 90}
     with app_engine.connect() as connection:
@@ -207,7 +205,7 @@ def test_crash_between_commit_and_publish_publishes_exactly_the_committed_change
     assert all(event_ids[event_id] == value.encode() for event_id, value in on_topic)
 
     # An idempotent consumer sees each committed change exactly once.
-    consumer_engine = _engine(tmp_path / "consumer.sqlite3")
+    consumer_engine = _engine(f"sqlite:///{tmp_path / 'consumer.sqlite3'}", "test-consumer")
     metadata.create_all(consumer_engine)
     dedupe.create_tables(consumer_engine)
 
@@ -239,18 +237,19 @@ def test_crash_between_commit_and_publish_publishes_exactly_the_committed_change
     assert not thread.is_alive()
     with consumer_engine.connect() as connection:
         values = [row[0] for row in connection.execute(select(effects.c.value))]
+    consumer_engine.dispose()
     assert sorted(values) == sorted(committed)
 
 
 def test_add_refuses_an_event_without_a_type(tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "db.sqlite3")
+    engine = _engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", "test-app")
     outbox.create_tables(engine)
     with pytest.raises(ValueError, match="event_type"), Session(engine) as session:
         outbox.add(session, "t.v1", "patient-1", b"x", source="test")
 
 
 def test_rolled_back_change_leaves_no_outbox_row(tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "db.sqlite3")
+    engine = _engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", "test-app")
     metadata.create_all(engine)
     outbox.create_tables(engine)
     sessions = sessionmaker(engine)
