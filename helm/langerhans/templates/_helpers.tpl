@@ -205,10 +205,10 @@ spec:
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
           ports:
+            {{- if eq .kind "grpc" }}
             - name: metrics
               containerPort: {{ $root.Values.ports.metrics }}
               protocol: TCP
-            {{- if eq .kind "grpc" }}
             - name: grpc
               containerPort: {{ $root.Values.ports.grpc }}
               protocol: TCP
@@ -216,6 +216,7 @@ spec:
               containerPort: {{ $root.Values.ports.grpcHealth }}
               protocol: TCP
             {{- else }}
+            # The gateway serves /metrics on its HTTP port.
             - name: http
               containerPort: {{ $root.Values.ports.http }}
               protocol: TCP
@@ -344,16 +345,16 @@ spec:
       targetPort: grpc
       protocol: TCP
       appProtocol: grpc
+    - name: metrics
+      port: {{ $root.Values.ports.metrics }}
+      targetPort: metrics
+      protocol: TCP
     {{- else }}
     - name: http
       port: 80
       targetPort: http
       protocol: TCP
     {{- end }}
-    - name: metrics
-      port: {{ $root.Values.ports.metrics }}
-      targetPort: metrics
-      protocol: TCP
 {{- if $v.autoscaling.enabled }}
 ---
 apiVersion: autoscaling/v2
@@ -416,7 +417,7 @@ spec:
     matchLabels:
       {{- include "langerhans.selectorLabels" $labels | nindent 6 }}
   endpoints:
-    - port: metrics
+    - port: {{ ternary "metrics" "http" (eq .kind "grpc") }}
       path: /metrics
       interval: {{ $root.Values.monitoring.serviceMonitor.interval }}
 {{- end }}
@@ -448,7 +449,7 @@ spec:
     - from:
         {{- toYaml $root.Values.networkPolicy.metricsPeers | nindent 8 }}
       ports:
-        - port: {{ $root.Values.ports.metrics }}
+        - port: {{ .metricsPort | default $root.Values.ports.metrics }}
           protocol: TCP
     {{- with .ingress }}
     {{- . | nindent 4 }}
