@@ -1,0 +1,331 @@
+"""CGM ingestion end to end: raw reading on Kafka → validated reading on Kafka (and alerts).
+
+Starts the local broker's topics for this run, the cgm-ingestion service and the alerts service
+as their own processes (fresh SQLite files), then
+
+1. throughput: publishes a burst of raw readings (many people, 5-minute series) as fast as
+   the producer goes and measures how fast validated readings come out;
+2. latency: publishes at a steady 1,000 readings/s and measures, per reading, the time from
+   publishing the raw reading to receiving the validated one (p50/p99), and for the readings
+   that are urgent lows, the time to the alert being raised on alerts.v1.
+
+Ends with `RESULT ingest readings_per_s=<n> p99_ms=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from langerhans.alerts.v1 import alerts_pb2
+from langerhans.cgm.v1 import cgm_pb2
+from langerhans.common.v1 import common_pb2
+
+from services.runtime.kafka.envelope import encode_headers, envelope_from_record, new_envelope
+from services.runtime.local_kafka import bootstrap_servers
+from services.runtime.settings import REPO_ROOT
+from services.runtime.topics import TopicSpec, ensure_topics
+
+PARTITIONS = 6
+
+
+def _topic(prefix: str) -> str:
+    return f"bench.{prefix}.{uuid.uuid4().hex[:8]}.v1"
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class Collector:
+    """Consumes a topic from the start; remembers when each key:measured_at arrived."""
+
+    def __init__(self, servers: str, topic: str, kind: str) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.count = 0
+        self._stop = threading.Event()
+        self._consumer = KafkaConsumer(bootstrap_servers=servers, auto_offset_reset="earliest")
+        parts = None
+        while not parts:
+            parts = self._consumer.partitions_for_topic(topic)
+            time.sleep(0.1)
+        self._consumer.assign([TopicPartition(topic, p) for p in parts])
+        self._kind = kind
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=100).values():
+                now = time.perf_counter()
+                for record in records:
+                    envelope = envelope_from_record(record)
+                    if self._kind == "reading":
+                        reading = envelope.parse(cgm_pb2.CgmReading)
+                        key = f"{reading.patient_id}:{reading.measured_at.seconds}"
+                    else:
+                        if envelope.event_type != alerts_pb2.AlertStateChanged.DESCRIPTOR.full_name:
+                            continue
+                        changed = envelope.parse(alerts_pb2.AlertStateChanged)
+                        if changed.previous_state != alerts_pb2.ALERT_STATE_UNSPECIFIED:
+                            continue  # only raises
+                        key = changed.alert.patient_id
+                    self.arrivals.setdefault(key, now)
+                    self.count += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def _raw(patient: str, at: datetime, value: float) -> cgm_pb2.RawCgmReading:
+    message = cgm_pb2.RawCgmReading(
+        patient_id=patient,
+        sensor_id=f"{patient}-sensor",
+        device_id=f"{patient}-hub",
+        glucose=common_pb2.GlucoseQuantity(value=value, unit=common_pb2.GLUCOSE_UNIT_MG_DL),
+        sensor_age_min=3 * 1440,
+    )
+    message.measured_at.FromDatetime(at)
+    return message
+
+
+def _send(producer: KafkaProducer, topic: str, message: cgm_pb2.RawCgmReading) -> None:
+    envelope = new_envelope(message.patient_id, message, source="bench/hub", time=datetime.now(UTC))
+    producer.send(
+        topic,
+        key=message.patient_id.encode(),
+        value=envelope.data,
+        headers=encode_headers(envelope),
+    )
+
+
+def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", f"import sys; from {module} import serve; sys.exit(serve())"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_processed(database: Path, count: int, timeout_s: float) -> None:
+    """Wait until the service behind `database` has handled `count` events (or give up)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error):
+            connection = sqlite3.connect(database)
+            try:
+                done = connection.execute("SELECT count(*) FROM processed_events").fetchone()[0]
+            finally:
+                connection.close()
+            if done >= count:
+                return
+        time.sleep(0.5)
+
+
+def _steady(
+    producer: KafkaProducer,
+    raw_t: str,
+    readings: Collector,
+    alerts: Collector,
+    *,
+    rate: int,
+    seconds: int,
+    now: datetime,
+    tag: str,
+) -> float:
+    """Publish at `rate` readings/s for `seconds`; returns the p99 latency to validated (ms)."""
+    print(f"==> steady: {rate} readings/s for {seconds} s", flush=True)
+    sent: dict[str, float] = {}
+    lows: dict[str, float] = {}
+    interval = 1.0 / rate
+    base_time = now - timedelta(hours=1)
+    next_t = time.perf_counter()
+    for n in range(rate * seconds):
+        person = n % rate  # one reading per person per second, 5 min apart in device time
+        patient = f"steady-{tag}-{person}"
+        at = base_time + timedelta(minutes=5 * (n // rate))
+        value = 45.0 if person % 20 == 0 else 110.0 + person % 30
+        message = _raw(patient, at, value)
+        next_t += interval
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        _send(producer, raw_t, message)
+        stamp = time.perf_counter()
+        sent[f"{patient}:{message.measured_at.seconds}"] = stamp
+        if value < 55 and patient not in lows:
+            lows[patient] = stamp
+    producer.flush()
+    wait_until = time.perf_counter() + 60
+    while time.perf_counter() < wait_until and not (
+        all(k in readings.arrivals for k in sent) and all(p in alerts.arrivals for p in lows)
+    ):
+        time.sleep(0.1)
+    latencies = [
+        (readings.arrivals[k] - t) * 1000 for k, t in sent.items() if k in readings.arrivals
+    ]
+    alert_latencies = [
+        (alerts.arrivals[p] - t) * 1000 for p, t in lows.items() if p in alerts.arrivals
+    ]
+    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    print(
+        f"    validated {len(latencies)}/{len(sent)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(latencies, default=float('nan')):.1f} ms"
+    )
+    print(
+        f"    urgent lows alerted {len(alert_latencies)}/{len(lows)}: "
+        f"p50 {_percentile(alert_latencies, 50):.1f} ms, "
+        f"p99 {_percentile(alert_latencies, 99):.1f} ms"
+    )
+    return p99
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--burst", type=int, default=30_000, help="readings in the burst")
+    parser.add_argument("--rate", type=int, default=1000, help="steady readings per second")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of the steady phase")
+    args = parser.parse_args(argv)
+
+    servers = bootstrap_servers()
+    raw_t, readings_t, events_t = _topic("raw"), _topic("readings"), _topic("cgmevents")
+    alerts_t, deliveries_t = _topic("alerts"), _topic("deliveries")
+    ensure_topics(
+        [
+            TopicSpec(name, PARTITIONS, "bench", replication=1)
+            for name in (raw_t, readings_t, events_t, alerts_t, deliveries_t)
+        ],
+        servers,
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    base = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": servers,
+        "LANGERHANS_GRPC_PORT": "0",
+        "LANGERHANS_METRICS_PORT": "0",
+        "LANGERHANS_LOG_LEVEL": "WARNING",
+    }
+    cgm_env = {
+        **base,
+        "DATABASE_URL": f"sqlite:///{work / 'cgm.sqlite3'}",
+        "LANGERHANS_RAW_TOPIC": raw_t,
+        "LANGERHANS_READINGS_TOPIC": readings_t,
+        "LANGERHANS_EVENTS_TOPIC": events_t,
+        "LANGERHANS_CONSUMER_GROUP": f"bench-cgm-{uuid.uuid4().hex[:6]}",
+    }
+    alerts_env = {
+        **base,
+        "DATABASE_URL": f"sqlite:///{work / 'alerts.sqlite3'}",
+        "LANGERHANS_INPUT_TOPICS": f'["{readings_t}"]',
+        "LANGERHANS_ALERTS_TOPIC": alerts_t,
+        "LANGERHANS_DELIVERIES_TOPIC": deliveries_t,
+        "LANGERHANS_CONSUMER_GROUP": f"bench-alerts-{uuid.uuid4().hex[:6]}",
+    }
+    print(f"==> starting cgm-ingestion and alerts (state in {work})", flush=True)
+    processes = [
+        _start("services.cgm_ingestion.main", cgm_env, work / "cgm.log"),
+        _start("services.alerts.main", alerts_env, work / "alerts.log"),
+    ]
+    readings = Collector(servers, readings_t, "reading")
+    alerts = Collector(servers, alerts_t, "alert")
+    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=2, acks=1)
+    try:
+        # Warm-up: both services joined their groups and handled something.
+        warm = f"warm-{uuid.uuid4().hex[:6]}"
+        now = datetime.now(UTC).replace(microsecond=0)
+        _send(producer, raw_t, _raw(warm, now - timedelta(minutes=1), 120))
+        producer.flush()
+        deadline = time.monotonic() + 120
+        while not readings.count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not readings.count:
+            print("services did not come up; see the logs in", work)
+            return 1
+
+        # 1. throughput: a burst of 5-minute series, people interleaved.
+        people = 500
+        per_person = max(1, args.burst // people)
+        total = people * per_person
+        start_at = now - timedelta(minutes=5 * per_person + 10)
+        print(f"==> burst: {total} readings from {people} people", flush=True)
+        before = readings.count
+        t0 = time.perf_counter()
+        for step in range(per_person):
+            at = start_at + timedelta(minutes=5 * step)
+            for p in range(people):
+                _send(producer, raw_t, _raw(f"burst-{p}", at, 100 + (step * 7 + p) % 150))
+        producer.flush()
+        sent_s = time.perf_counter() - t0
+        last_report = t0
+        while readings.count - before < total and time.perf_counter() - t0 < 300:
+            time.sleep(0.05)
+            if time.perf_counter() - last_report >= 5:
+                last_report = time.perf_counter()
+                print(f"    {readings.count - before}/{total} validated", flush=True)
+        elapsed = time.perf_counter() - t0
+        done = readings.count - before
+        throughput = done / elapsed
+        print(
+            f"    {done}/{total} validated in {elapsed:.1f} s (published in {sent_s:.1f} s): "
+            f"{throughput:.0f} readings/s"
+        )
+
+        # Let the alerts service catch up with the burst before measuring latency.
+        _wait_processed(work / "alerts.sqlite3", total + 1, 300)
+        p99 = _steady(
+            producer,
+            raw_t,
+            readings,
+            alerts,
+            rate=args.rate,
+            seconds=args.seconds,
+            now=now,
+            tag="a",
+        )
+        if p99 > 1000 and throughput < args.rate:
+            rate = max(50, int(throughput * 0.5))
+            print(f"==> {args.rate}/s is above this machine's capacity now; again at {rate}/s")
+            _wait_processed(work / "alerts.sqlite3", total + 1 + args.rate * args.seconds, 300)
+            _steady(
+                producer, raw_t, readings, alerts, rate=rate, seconds=args.seconds, now=now, tag="b"
+            )
+    finally:
+        producer.close()
+        readings.close()
+        alerts.close()
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    print(f"RESULT ingest readings_per_s={throughput:.0f} p99_ms={p99:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
