@@ -34,23 +34,15 @@ PATIENTS = 1000
 # ---------------------------------------------------------------------- consumer process
 def _consumer(args: argparse.Namespace) -> None:
     import numpy as np
-    from sqlalchemy import create_engine, event
     from sqlalchemy.orm import Session, sessionmaker
 
+    from services.runtime.db import create_service_engine
     from services.runtime.kafka import ConsumerRunner, Envelope, RunnerConfig, dedupe
 
     db_path = Path(args.db)
     db_path.unlink(missing_ok=True)
-    engine = create_engine(f"sqlite:///{db_path}")
-
-    def pragmas(connection: Any, _record: object) -> None:
-        cursor = connection.cursor()
-        # The services' settings: WAL, and fsync on every commit.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
+    # The services' own storage: SQLite in WAL mode with an fsync on every commit.
+    engine = create_service_engine("bench-bus", f"sqlite:///{db_path}")
     dedupe.create_tables(engine)
 
     count = 0
@@ -327,7 +319,9 @@ def main() -> int:
     bootstrap = bootstrap_servers()
     out_dir = var_dir() / "bench" / "bus"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"bench-bus: broker {bootstrap}, {os.cpu_count()} CPUs", flush=True)
+    load = os.getloadavg()[0]
+    print(f"bench-bus: broker {bootstrap}, {os.cpu_count()} CPUs, load average {load:.1f}",
+          flush=True)  # fmt: skip
 
     rate = 0.0 if args.skip_throughput else _throughput(args, bootstrap, out_dir)
     latencies_ms = _latency(args, bootstrap, out_dir)
@@ -340,6 +334,7 @@ def main() -> int:
     plot = var_dir() / "bench" / "bus_latency.png"
     _plot(latencies_ms, plot, args.rate, p50, p99)
     print(f"  plot: {plot}")
+    print(f"  load average now {os.getloadavg()[0]:.1f} (other processes share the CPUs)")
     goal = "meets" if rate >= 20_000 and p99 <= 50 else "MISSES"
     print(f"  goal ≥ 20,000 msgs/s and p99 ≤ 50 ms: {goal}")
     print(f"RESULT bus msgs_per_s={rate:.0f} p50_ms={p50:.2f} p99_ms={p99:.2f}", flush=True)
