@@ -117,11 +117,11 @@ def _infusion_condition(
 
 
 def dislodged_figures(
-    params: InfusionSetParams, seed: int
+    params: InfusionSetParams, seed: int, controller: str
 ) -> tuple[list[tuple[int, Raise | None, int]], int]:
     """Per person: (dislodge minute, first raise after it or None, set change minute)."""
     people = make_cohort()
-    result = run_cohort(people, SCENARIOS["cannula_dislodged"], seed=seed)
+    result = run_cohort(people, SCENARIOS["cannula_dislodged"], controller, seed=seed)
     rows: list[tuple[int, Raise | None, int]] = []
     false_alarms = 0
     for i in range(len(people)):
@@ -144,9 +144,11 @@ def dislodged_figures(
     return rows, false_alarms
 
 
-def standard_false_alarms(params: InfusionSetParams, seed: int, days: int) -> tuple[int, float]:
+def standard_false_alarms(
+    params: InfusionSetParams, seed: int, days: int, controller: str
+) -> tuple[int, float]:
     people = make_cohort()
-    result = run_cohort(people, SCENARIOS["standard"], seed=seed, days=days)
+    result = run_cohort(people, SCENARIOS["standard"], controller, seed=seed, days=days)
     raises = [r for i in range(len(people)) for r in replay(result, i, params)]
     for r in raises:
         print(
@@ -160,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=14, help="days of the standard scenario")
+    parser.add_argument("--controller", default="baseline", help="sim controller (see sim/)")
     args = parser.parse_args(argv)
     params = DEFAULT_INFUSION_SET
     started = time.perf_counter()
     print("==> cannula_dislodged: 30 virtual people, one dislodged cannula each", flush=True)
-    rows, extra = dislodged_figures(params, args.seed)
+    print(f"    controller: {args.controller}", flush=True)
+    rows, extra = dislodged_figures(params, args.seed, args.controller)
     delays: list[float] = []
     good = 0
     for n, (dislodge, first, fixed) in enumerate(rows):
@@ -182,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             f" (true {first.true_mg_dl:.0f}) mg/dL {'ok' if ok else 'LATE'}"
         )
     print(f"==> standard: 30 people × {args.days} days, normal meals (no failure)", flush=True)
-    false_alarms, patient_days = standard_false_alarms(params, args.seed, args.days)
+    false_alarms, patient_days = standard_false_alarms(
+        params, args.seed, args.days, args.controller
+    )
     median = statistics.median(delays) if delays else float("nan")
     print(
         f"detected {len(delays)}/{len(rows)}; within 3 h and below 300 mg/dL: {good}; "
