@@ -97,8 +97,11 @@ def test_bolus_then_confirmed_manual_bolus(sessions, clock, signer) -> None:  # 
 
     async def body(stub: pb_grpc.DosingEngineServiceStub) -> tuple[object, ...]:
         calc = await stub.CalculateBolus(pb.CalculateBolusRequest(patient_id=P, carbs_g=40.0))
-        bolus = device_pb2.DeliverBolus(insulin_u=calc.recommended_insulin_u,
-                                        kind=common_pb2.BOLUS_KIND_STANDARD, immediate_pct=100)  # fmt: skip
+        bolus = device_pb2.DeliverBolus(
+            insulin_u=calc.recommended_insulin_u,
+            kind=common_pb2.BOLUS_KIND_STANDARD,
+            immediate_pct=100,
+        )
         issue = pb.IssueManualCommandRequest(
             request_id="req-1", patient_id=P, requested_by="person-1",
             origin=device_pb2.PUMP_COMMAND_ORIGIN_MANUAL, deliver_bolus=bolus,
