@@ -86,6 +86,9 @@ class GrpcServer:
     port: int
     tls: bool
     grace_s: float
+    # Plain-text server carrying only the health service, for kubelet's native gRPC probes
+    # (which cannot speak TLS); None when no health port is configured.
+    health_server: aio.Server | None = None
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -94,6 +97,8 @@ class GrpcServer:
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         logger.info(
@@ -111,6 +116,8 @@ class GrpcServer:
         grace = self.grace_s if grace_s is None else grace_s
         logger.info("gRPC stopping (grace %.1f s)", grace)
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
@@ -156,6 +163,13 @@ def build_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {address}")
+    health_server = None
+    if settings.grpc_health_port is not None:
+        health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_address = f"{settings.grpc_host}:{settings.grpc_health_port}"
+        if health_server.add_insecure_port(health_address) == 0:
+            raise RuntimeError(f"could not bind gRPC health port {health_address}")
     return GrpcServer(
         server=server,
         health=health,
@@ -164,6 +178,7 @@ def build_server(
         port=port,
         tls=credentials is not None,
         grace_s=settings.grpc_shutdown_grace_s,
+        health_server=health_server,
     )
 
 

@@ -6,6 +6,7 @@ Values come from the environment (prefix `LANGERHANS_`, plus the conventional
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -22,8 +23,10 @@ DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 
 
 def var_dir() -> Path:
-    """Where local state (SQLite files, Kafka data, keys) lives; git-ignored."""
-    path = REPO_ROOT / "var"
+    """Where local state (SQLite files, Kafka data, keys) lives: `LANGERHANS_VAR_DIR`, or the
+    checkout's git-ignored `var/` (an installed image points it at a writable volume)."""
+    configured = os.environ.get("LANGERHANS_VAR_DIR")
+    path = Path(configured) if configured else REPO_ROOT / "var"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -48,6 +51,12 @@ class ServiceSettings(BaseSettings):
     )
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535)
+    grpc_health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="plain-text port serving only grpc.health.v1 (kubelet probes cannot do TLS)",
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     # gRPC TLS: certificate and key (PEM) turn TLS on; a CA bundle plus
