@@ -47,7 +47,10 @@ ENV_DIR = Path(__file__).resolve().parent / "alembic_env"
 
 
 def default_versions_dir(service: str) -> Path:
-    """`services/<service>/migrations/versions` (service name with `_` for `-`)."""
+    """`services/<service>/migrations/versions` (service name with `_` for `-`); the API
+    gateway is a top-level package, so its migrations are `gateway/migrations/versions`."""
+    if service == "gateway":
+        return REPO_ROOT / "gateway" / "migrations" / "versions"
     return REPO_ROOT / "services" / schema_name(service) / "migrations" / "versions"
 
 
