@@ -86,6 +86,9 @@ $(CHECKOV):
 	@$(PY_SYS) -m venv $(CHECKOV_VENV)
 	@$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
 
+.PHONY: tools
+tools: $(BUF) $(HELM) $(CHECKOV) ## build the Go/Python tools the checks need (buf, helm, checkov), once
+
 .PHONY: helm-check
 helm-check: setup $(HELM) $(CHECKOV) ## Helm chart: lint, render, offline schema validation, checkov
 	@$(PY) scripts/helm_check.py --helm $(HELM) --checkov $(CHECKOV)
