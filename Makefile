@@ -128,6 +128,10 @@ test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
 bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus …
 	@$(PY) -m bench.bus
 
+.PHONY: bench-api
+bench-api: setup kafka-up ## Gateway: last-24-h glucose under load and live fan-out: RESULT api … / RESULT stream …
+	@$(PY) -m bench.api
+
 .PHONY: bench-ingest
 bench-ingest: setup kafka-up ## raw CGM reading → validated reading (and alerts) over Kafka: RESULT ingest …
 	@$(PY) -m bench.ingest

@@ -1,0 +1,353 @@
+"""Gateway benchmark: last-24-hours glucose under concurrent load, and live fan-out.
+
+1. Seeds a temporary SQLite gateway database: one person with 24 h of readings (288, uploaded
+   through the Nightscout API, the source the gateway reads when no cgm-ingestion address is
+   set) and 100 caregivers following them.
+2. Starts the gateway under uvicorn (uvloop, httptools, `--workers`, default 2) with the live
+   stream's Kafka feed on.
+3. API: a separate load process (httpx, asyncio, `--concurrency` connections) hammers
+   `GET /api/v1/people/{id}/glucose` (default range = last 24 h) for `--seconds`.
+4. Stream: a separate process opens `--followers` WebSockets (10 per caregiver), subscribes,
+   then this process publishes CgmReadings to cgm.readings.v1 (as cgm-ingestion does); the
+   latency is from just before the Kafka send to receipt by each follower.
+
+    python -m bench.api [--seconds 10] [--concurrency 64] [--followers 1000] [--workers 2]
+
+Ends with `RESULT api rps=<n> p99_ms=<x>` and `RESULT stream followers=<n> p99_ms=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+READINGS_TOPIC = "cgm.readings.v1"
+
+
+def _say(message: str) -> None:
+    print(f"[bench-api] {message}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(db_path: Path, key_pem: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LANGERHANS_ENVIRONMENT": "test",
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "LANGERHANS_JWT_PRIVATE_KEY_PEM": key_pem,
+        "LANGERHANS_SECRET_PEPPER": "bench-pepper-" + "x" * 40,
+        "LANGERHANS_ARGON2_TIME_COST": "1",
+        "LANGERHANS_ARGON2_MEMORY_KIB": "64",
+        "LANGERHANS_ACCESS_TOKEN_TTL_S": "3600",
+        "LANGERHANS_STREAM_KAFKA": "true",
+        "LANGERHANS_STREAM_RECHECK_S": "60",
+        "LANGERHANS_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+def make_app() -> Any:
+    """uvicorn factory: the gateway on the database and key the bench prepared."""
+    from gateway.app import create_app
+    from gateway.db import make_engine
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings()
+    return create_app(settings, settings.clock(), engine=make_engine(settings.database_url))
+
+
+# ---------------------------------------------------------------------- seeding
+def _seed(env: dict[str, str], followers: int) -> dict[str, Any]:
+    import hashlib
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    os.environ.update(env)
+    from gateway.db import migrate
+
+    migrate(env["DATABASE_URL"])
+    app = make_app()
+    password = "bench password 123"  # noqa: S105 - throwaway accounts in a temp database
+
+    with TestClient(app) as client:
+
+        def user(role: str) -> dict[str, str]:
+            email = f"{role}-{uuid.uuid4().hex[:10]}@example.org"
+            made = client.post(
+                "/api/v1/auth/signup",
+                json={"email": email, "password": password, "display_name": "B", "role": role},
+            )
+            assert made.status_code == 201, made.text
+            tok = client.post("/api/v1/auth/token", json={"email": email, "password": password})
+            return {"id": made.json()["id"], "access": tok.json()["access_token"]}
+
+        person = user("person")
+        auth = {"Authorization": f"Bearer {person['access']}"}
+        secret = "bench-secret-" + uuid.uuid4().hex[:8]
+        ok = client.put(
+            f"/api/v1/people/{person['id']}/nightscout/secret",
+            json={"secret": secret},
+            headers=auth,
+        )
+        assert ok.status_code in (200, 204), ok.text
+        now = datetime.now(UTC)
+        entries = [
+            {
+                "type": "sgv",
+                "sgv": 120 + (i % 40),
+                "date": int((now - timedelta(minutes=5 * i)).timestamp() * 1000),
+                "direction": "Flat",
+                "device": "bench",
+            }
+            for i in range(288)
+        ]
+        up = client.post(
+            "/api/v1/entries",
+            json=entries,
+            headers={"api-secret": hashlib.sha1(secret.encode()).hexdigest()},  # noqa: S324
+        )
+        assert up.status_code == 200, up.text
+        carers = []
+        for _ in range(max(1, followers // 10)):
+            carer = user("caregiver")
+            inv = client.post(
+                f"/api/v1/people/{person['id']}/invitations",
+                json={"permissions": {"view": True}},
+                headers=auth,
+            )
+            acc = client.post(
+                "/api/v1/invitations/accept",
+                json={"token": inv.json()["token"]},
+                headers={"Authorization": f"Bearer {carer['access']}"},
+            )
+            assert acc.status_code == 200, acc.text
+            carers.append(carer["access"])
+    return {"person_id": person["id"], "access": person["access"], "carers": carers}
+
+
+# ---------------------------------------------------------------------- load process
+async def _load(base: str, path: str, token: str, concurrency: int, seconds: float) -> None:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await client.get(path, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    print(json.dumps({"latencies": latencies, "errors": errors, "elapsed": elapsed}))
+
+
+async def _followers(base: str, person_id: str, carers: list[str], n: int, readings: int) -> None:
+    import websockets
+
+    url = base.replace("http://", "ws://") + "/api/v1/stream"
+    receipts: list[tuple[str, float]] = []
+    ready = 0
+
+    async def follower(i: int) -> None:
+        nonlocal ready
+        token = carers[i % len(carers)]
+        async with websockets.connect(
+            url,
+            subprotocols=["langerhans.v1", f"bearer.{token}"],
+            open_timeout=60,
+            ping_interval=None,
+        ) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(json.dumps({"type": "subscribe", "person_ids": [person_id]}))
+            assert json.loads(await ws.recv())["person_ids"] == [person_id]
+            ready += 1
+            got = 0
+            while got < readings:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                if msg["type"] == "reading":
+                    receipts.append((msg["data"]["record_id"], time.time()))
+                    got += 1
+
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.create_task(follower(i)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)  # pace the handshakes
+    while ready < n:
+        if any(t.done() and t.exception() for t in tasks):
+            raise next(t.exception() for t in tasks if t.done() and t.exception())  # type: ignore[misc]
+        await asyncio.sleep(0.1)
+    print(json.dumps({"ready": ready}), flush=True)
+    await asyncio.gather(*tasks)
+    print(json.dumps({"receipts": receipts}), flush=True)
+
+
+# ---------------------------------------------------------------------- main
+def _p99_ms(values: list[float]) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def main() -> int:  # noqa: PLR0915 - one linear script
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--followers", type=int, default=1000)
+    parser.add_argument("--readings", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--role", default="main")
+    parser.add_argument("--args", default="{}")
+    args = parser.parse_args()
+    if args.role == "load":
+        a = json.loads(args.args)
+        asyncio.run(_load(a["base"], a["path"], a["token"], a["concurrency"], a["seconds"]))
+        return 0
+    if args.role == "followers":
+        a = json.loads(args.args)
+        asyncio.run(_followers(a["base"], a["person_id"], a["carers"], a["n"], a["readings"]))
+        return 0
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key_pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    env = _env(tmp / "gateway.sqlite3", key_pem)
+    _say(f"seeding a person with 24 h of readings and {max(1, args.followers // 10)} caregivers")
+    seeded = _seed(env, args.followers)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.api:make_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+        env=env, cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.2)
+        time.sleep(2)  # the Kafka feeds of every worker position themselves at the end
+        _say(f"gateway up on {base} with {args.workers} workers")
+
+        path = f"/api/v1/people/{seeded['person_id']}/glucose"
+        check = httpx.get(
+            base + path, headers={"Authorization": f"Bearer {seeded['access']}"}, timeout=5
+        )
+        assert check.status_code == 200, check.text[:300]
+        _say(f"the query returns {len(check.json()['readings'])} readings")
+        _say(f"API: {args.concurrency} connections for {args.seconds:.0f} s on GET {path}")
+        load_args = {"base": base, "path": path, "token": seeded["access"],
+                     "concurrency": args.concurrency, "seconds": args.seconds}  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.api", "--role", "load", "--args", json.dumps(load_args)],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        load = json.loads(out.stdout.strip().splitlines()[-1])
+        rps = len(load["latencies"]) / load["elapsed"]
+        api_p99 = _p99_ms(load["latencies"])
+        _say(f"API: {len(load['latencies'])} requests, {load['errors']} errors, "
+             f"{rps:.0f} req/s, p99 {api_p99:.1f} ms")  # fmt: skip
+
+        _say(f"stream: connecting {args.followers} followers")
+        f_args = {"base": base, "person_id": seeded["person_id"], "carers": seeded["carers"],
+                  "n": args.followers, "readings": args.readings}  # fmt: skip
+        followers = subprocess.Popen(
+            [sys.executable, "-m", "bench.api", "--role", "followers", "--args", json.dumps(f_args)],
+            env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert followers.stdout is not None
+        first = json.loads(followers.stdout.readline())
+        _say(f"stream: {first['ready']} followers subscribed; publishing {args.readings} readings")
+        sent_at = _publish(seeded["person_id"], args.readings)
+        rest = followers.stdout.read()
+        followers.wait(timeout=180)
+        receipts = json.loads(rest.strip().splitlines()[-1])["receipts"]
+        delays = [t - sent_at[rid] for rid, t in receipts if rid in sent_at]
+        stream_p99 = _p99_ms(delays)
+        _say(f"stream: {len(delays)} receipts of {args.readings * args.followers} expected, "
+             f"p99 {stream_p99:.1f} ms")  # fmt: skip
+        print(f"RESULT api rps={rps:.0f} p99_ms={api_p99:.1f}")
+        print(f"RESULT stream followers={first['ready']} p99_ms={stream_p99:.1f}")
+        return 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _publish(person_id: str, readings: int) -> dict[str, float]:
+    """Publish readings as cgm-ingestion would; returns record id -> wall time before send."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from langerhans.cgm.v1 import cgm_pb2
+
+    from gateway.clients.services import timestamp
+    from services.runtime.clock import SystemClock
+    from services.runtime.kafka.producer import EventProducer
+    from services.runtime.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    sent: dict[str, float] = {}
+    with EventProducer(
+        settings.kafka_bootstrap_servers, source="langerhans/bench", clock=SystemClock()
+    ) as producer:
+        producer.publish(READINGS_TOPIC, "warm-up", cgm_pb2.CgmReading(patient_id="warm-up"))
+        for i in range(readings):
+            rid = str(uuid.uuid4())
+            reading = cgm_pb2.CgmReading(
+                reading_id=rid, patient_id=person_id, glucose_mg_dl=120 + i,
+                measured_at=timestamp(datetime.now(UTC)),
+            )  # fmt: skip
+            sent[rid] = time.time()
+            producer.publish(READINGS_TOPIC, person_id, reading)
+            time.sleep(1.0)
+    return sent
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
