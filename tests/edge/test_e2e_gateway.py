@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from langerhans.cgm.v1 import cgm_pb2
 from langerhans.device.v1 import device_gateway_service_pb2 as gw_pb2
 from langerhans.device.v1 import device_pb2
@@ -39,17 +38,21 @@ SPEED = 240.0
 S = device_pb2.PumpCommandState
 
 
-def _records(topic: str, key: str, servers: str, timeout_s: float = 8.0) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=servers,
-        group_id=f"test-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(timeout_s * 1000),
-    )
+def _records(topic: str, key: str, servers: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every record of `key` now on `topic` (reads each partition up to its current end)."""
+    consumer = KafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
     try:
-        return [envelope_from_record(r).data for r in consumer if r.key == key.encode()]
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} in {timeout_s} s"
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                out.extend(envelope_from_record(r).data for r in records if r.key == key.encode())
+        return out
     finally:
         consumer.close()
 
