@@ -9,16 +9,19 @@ grows partition counts and brings topic configs to the declared values.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
     "DLQ_SUFFIX",
     "TOPICS",
     "TopicSpec",
+    "declared_topics",
     "dlq_topic",
     "ensure_topics",
     "reconcile_topics",
@@ -52,6 +55,8 @@ class TopicSpec:
     replication: int = DEFAULT_REPLICATION
     extra_configs: dict[str, str] = field(default_factory=dict)
     key: str = "patient_id"
+    min_insync_replicas: int = DEFAULT_MIN_INSYNC
+    dlq_partitions: int = 1
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -66,17 +71,18 @@ class TopicSpec:
         return {
             "cleanup.policy": self.cleanup_policy,
             "retention.ms": str(self.retention_ms),
-            "min.insync.replicas": str(max(1, min(DEFAULT_MIN_INSYNC, replication - 1))),
+            "min.insync.replicas": str(max(1, min(self.min_insync_replicas, replication - 1))),
             **self.extra_configs,
         }
 
     def dead_letters(self) -> TopicSpec:
         return TopicSpec(
             name=dlq_topic(self.name),
-            partitions=1,
+            partitions=self.dlq_partitions,
             description=f"records from {self.name} that could not be handled",
             retention_ms=DLQ_RETENTION_MS,
             replication=self.replication,
+            min_insync_replicas=self.min_insync_replicas,
         )
 
 
@@ -137,6 +143,40 @@ TOPICS: tuple[TopicSpec, ...] = (
         extra_configs={"min.compaction.lag.ms": str(HOUR_MS)},
     ),
 )
+
+
+def declared_topics(environ: dict[str, str] | None = None) -> tuple[TopicSpec, ...]:
+    """`TOPICS` with the deployment's overrides (the Helm topic job sets these):
+    `LANGERHANS_TOPIC_PARTITIONS` (JSON map name -> partitions), `LANGERHANS_TOPIC_REPLICATION`,
+    `LANGERHANS_TOPIC_MIN_INSYNC_REPLICAS`, `LANGERHANS_TOPIC_DLQ_PARTITIONS`."""
+    env = os.environ if environ is None else environ
+    partitions: dict[str, int] = {}
+    if raw := env.get("LANGERHANS_TOPIC_PARTITIONS", "").strip():
+        parsed = json.loads(raw)
+        if not isinstance(parsed, dict):
+            raise ValueError("LANGERHANS_TOPIC_PARTITIONS must be a JSON object name -> count")
+        unknown = set(parsed) - {spec.name for spec in TOPICS}
+        if unknown:
+            raise ValueError(f"LANGERHANS_TOPIC_PARTITIONS names undeclared topics: {unknown}")
+        partitions = {str(name): int(count) for name, count in parsed.items()}
+
+    def number(variable: str) -> int | None:
+        raw_value = env.get(variable, "").strip()
+        return int(raw_value) if raw_value else None
+
+    replication = number("LANGERHANS_TOPIC_REPLICATION")
+    min_insync = number("LANGERHANS_TOPIC_MIN_INSYNC_REPLICAS")
+    dlq_partitions = number("LANGERHANS_TOPIC_DLQ_PARTITIONS")
+    return tuple(
+        replace(
+            spec,
+            partitions=partitions.get(spec.name, spec.partitions),
+            replication=spec.replication if replication is None else replication,
+            min_insync_replicas=spec.min_insync_replicas if min_insync is None else min_insync,
+            dlq_partitions=spec.dlq_partitions if dlq_partitions is None else dlq_partitions,
+        )
+        for spec in TOPICS
+    )
 
 
 def with_dead_letters(specs: Iterable[TopicSpec]) -> list[TopicSpec]:
@@ -260,7 +300,11 @@ def reconcile_topics_command(quiet: bool = False) -> int:
     from services.runtime.local_kafka import bootstrap_servers
 
     servers = bootstrap_servers()
-    specs = with_dead_letters(TOPICS)
+    try:
+        specs = with_dead_letters(declared_topics())
+    except ValueError as exc:
+        print(f"topics: invalid topic overrides: {exc}", file=sys.stderr)
+        return 2
     try:
         changes = reconcile_topics(specs, servers)
     except Exception as exc:

@@ -116,3 +116,34 @@ def test_declared_topics_exist_after_kafka_up(kafka_bootstrap: str) -> None:
     finally:
         admin.close()
     assert {spec.name for spec in with_dead_letters(TOPICS)} <= existing
+
+
+def test_deployment_overrides_change_partitions_replication_and_dlq() -> None:
+    from services.runtime.topics import declared_topics
+
+    specs = {
+        spec.name: spec
+        for spec in declared_topics(
+            {
+                "LANGERHANS_TOPIC_PARTITIONS": '{"cgm.readings.v1": 48}',
+                "LANGERHANS_TOPIC_REPLICATION": "5",
+                "LANGERHANS_TOPIC_MIN_INSYNC_REPLICAS": "3",
+                "LANGERHANS_TOPIC_DLQ_PARTITIONS": "2",
+            }
+        )
+    }
+    readings = specs["cgm.readings.v1"]
+    assert readings.partitions == 48
+    assert readings.replication == 5
+    assert readings.configs(5)["min.insync.replicas"] == "3"
+    assert readings.dead_letters().partitions == 2
+    assert specs["alerts.v1"].partitions == 6  # not overridden
+
+
+def test_overrides_naming_an_undeclared_topic_are_refused() -> None:
+    import pytest
+
+    from services.runtime.topics import declared_topics
+
+    with pytest.raises(ValueError, match="undeclared"):
+        declared_topics({"LANGERHANS_TOPIC_PARTITIONS": '{"cgm.readngs.v1": 48}'})
