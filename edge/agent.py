@@ -67,7 +67,9 @@ class AgentConfig:
     suspend_horizon_min: float = 30.0
 
 
-def momentum_projection_mg_dl(readings: list[tuple[datetime, float]], horizon_min: float) -> float | None:
+def momentum_projection_mg_dl(
+    readings: list[tuple[datetime, float]], horizon_min: float
+) -> float | None:
     """Linear projection of glucose `horizon_min` ahead from the last 15 min of readings.
 
     Least-squares slope over the readings of the last 15 minutes (at least two, ≥ 5 min
@@ -285,7 +287,12 @@ class EdgeAgent:
         model, serial, _, _ = self._pump_info
         for event in history:
             self._history.append(event)
-            records.append((RecordKind.PUMP_HISTORY, self._history_item(now, event, serial).SerializeToString()))
+            records.append(
+                (
+                    RecordKind.PUMP_HISTORY,
+                    self._history_item(now, event, serial).SerializeToString(),
+                )
+            )
             self._history_seq = event.sequence
         # settle uncertain commands from everything the pump has told us so far
         for resolution in self.tracker.reconcile(list(self._history), status.pump_time):
@@ -295,16 +302,22 @@ class EdgeAgent:
                     RecordKind.COMMAND_OUTCOME,
                     self._outcome(
                         resolution.command_id,
-                        S.PUMP_COMMAND_STATE_EXECUTED if delivered else S.PUMP_COMMAND_STATE_REJECTED,
+                        S.PUMP_COMMAND_STATE_EXECUTED
+                        if delivered
+                        else S.PUMP_COMMAND_STATE_REJECTED,
                         now,
                         detail="reconciled from pump history",
                         delivered_u=resolution.delivered_u,
-                        reason=0 if delivered else device_pb2.PUMP_COMMAND_REJECTION_REASON_PUMP_ERROR,
+                        reason=0
+                        if delivered
+                        else device_pb2.PUMP_COMMAND_REJECTION_REASON_PUMP_ERROR,
                     ).SerializeToString(),
                 )
             )
 
-    def _history_item(self, now: datetime, event: PumpHistoryEvent, serial: str) -> device_pb2.DeviceTelemetry:
+    def _history_item(
+        self, now: datetime, event: PumpHistoryEvent, serial: str
+    ) -> device_pb2.DeviceTelemetry:
         t = self._telemetry(now)
         e = t.pump_history_event
         e.event_id = f"{serial}:{event.sequence}"
@@ -341,7 +354,9 @@ class EdgeAgent:
             return
         self._cgm_link = Link.BLE_LINK_STATE_CONNECTED
         for reading in readings:
-            records.append((RecordKind.CGM_READING, self._cgm_item(now, reading).SerializeToString()))
+            records.append(
+                (RecordKind.CGM_READING, self._cgm_item(now, reading).SerializeToString())
+            )
             self._cgm_seq = reading.sequence
             self._cgm_seen = now
             if reading.glucose_mg_dl is not None:
@@ -397,9 +412,14 @@ class EdgeAgent:
                     log.warning("local suspend-before-low failed: %s", exc)
                     return
                 self.local_suspend = True
-                log.warning("local suspend before low", extra={"glucose_mg_dl": current, "projected_mg_dl": projected})
+                log.warning(
+                    "local suspend before low",
+                    extra={"glucose_mg_dl": current, "projected_mg_dl": projected},
+                )
         elif self.local_suspend:
-            recovered = current >= threshold + _RESUME_MARGIN_MG_DL and (projected is None or projected >= threshold)
+            recovered = current >= threshold + _RESUME_MARGIN_MG_DL and (
+                projected is None or projected >= threshold
+            )
             if recovered:
                 try:
                     await self.pump.resume()
@@ -451,14 +471,21 @@ class EdgeAgent:
                     else S.PUMP_COMMAND_STATE_REJECTED
                 )
                 outcome = self._outcome(
-                    command.command_id, state, now, sequence=command.sequence, reason=verdict.reason.to_proto(), detail=verdict.detail
+                    command.command_id,
+                    state,
+                    now,
+                    sequence=command.sequence,
+                    reason=verdict.reason.to_proto(),
+                    detail=verdict.detail,
                 )
                 self.outbox.enqueue(RecordKind.COMMAND_OUTCOME, outcome.SerializeToString())
                 self.link.wake()
                 return
             self._last_command_sequence = max(self._last_command_sequence, command.sequence)
             self._save_cursors()
-            received = self._outcome(command.command_id, S.PUMP_COMMAND_STATE_RECEIVED, now, sequence=command.sequence)
+            received = self._outcome(
+                command.command_id, S.PUMP_COMMAND_STATE_RECEIVED, now, sequence=command.sequence
+            )
             self.outbox.enqueue(RecordKind.COMMAND_OUTCOME, received.SerializeToString())
             result = await self.gate.execute(verdict, self.pump)
             state = {
@@ -473,7 +500,9 @@ class EdgeAgent:
                 state,
                 self.clock.now(),
                 sequence=command.sequence,
-                reason=result.reason.to_proto() if result.reason and state == S.PUMP_COMMAND_STATE_REJECTED else 0,
+                reason=result.reason.to_proto()
+                if result.reason and state == S.PUMP_COMMAND_STATE_REJECTED
+                else 0,
                 detail=result.detail,
                 delivered_u=result.delivered_u,
                 reference=result.reference,

@@ -207,7 +207,7 @@ class HubLink:
             try:
                 await self._session(stop)
                 backoff_s = 0.5
-            except (aio.AioRpcError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aio.AioRpcError, OSError) as exc:
                 log.info("stream to the gateway ended: %s", getattr(exc, "details", lambda: exc)())
             finally:
                 self.connected = False
@@ -240,7 +240,9 @@ class HubLink:
                 reader = call.__aiter__()
                 while True:
                     nxt = asyncio.ensure_future(reader.__anext__())
-                    done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {nxt, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     if stopper in done:
                         nxt.cancel()
                         return
@@ -256,7 +258,9 @@ class HubLink:
                         self._outbox.ack(self.acked_sequence)
                         sender = asyncio.create_task(self._send(outgoing, self.acked_sequence))
                     elif kind == "telemetry_ack":
-                        self.acked_sequence = max(self.acked_sequence, response.telemetry_ack.hub_sequence)
+                        self.acked_sequence = max(
+                            self.acked_sequence, response.telemetry_ack.hub_sequence
+                        )
                         self._outbox.ack(self.acked_sequence)
                     elif kind == "signed_command":
                         await self._on_command(response.signed_command)
@@ -273,7 +277,9 @@ class HubLink:
                 outgoing.put_nowait(None)
                 call.cancel()
 
-    async def _send(self, outgoing: asyncio.Queue[gw_pb2.ConnectRequest | None], after: int) -> None:
+    async def _send(
+        self, outgoing: asyncio.Queue[gw_pb2.ConnectRequest | None], after: int
+    ) -> None:
         """Stream every outbox record after `after`, in order, then wait for more."""
         sent = after
         while True:

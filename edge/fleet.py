@@ -30,7 +30,11 @@ __all__ = ["SimulatedHub", "build_simulated_hub", "ensure_enrolled", "run_fleet"
 
 log = logging.getLogger(__name__)
 
-_LIMITS_AGE = {"child": LimitsAgeGroup.CHILD, "adolescent": LimitsAgeGroup.TEEN, "adult": LimitsAgeGroup.ADULT}
+_LIMITS_AGE = {
+    "child": LimitsAgeGroup.CHILD,
+    "adolescent": LimitsAgeGroup.TEEN,
+    "adult": LimitsAgeGroup.ADULT,
+}
 _AGES: tuple[AgeGroup, ...] = ("adult", "adolescent", "child")
 
 
@@ -43,7 +47,9 @@ class SimulatedHub:
     agent: EdgeAgent
 
 
-async def ensure_enrolled(settings: EdgeSettings, directory: Path, hub_serial: str, patient_id: str) -> HubIdentity:
+async def ensure_enrolled(
+    settings: EdgeSettings, directory: Path, hub_serial: str, patient_id: str
+) -> HubIdentity:
     identity = load_identity(directory)
     if identity is not None:
         return identity
@@ -52,7 +58,9 @@ async def ensure_enrolled(settings: EdgeSettings, directory: Path, hub_serial: s
     )
     ca_pem = settings.resolved_gateway_ca_path.read_bytes()
     identity = await enroll(settings.resolved_enroll_addr, ca_pem, token, hub_serial, directory)
-    log.info("hub enrolled", extra={"device_id": identity.device_id, "patient_id": identity.patient_id})
+    log.info(
+        "hub enrolled", extra={"device_id": identity.device_id, "patient_id": identity.patient_id}
+    )
     return identity
 
 
@@ -72,7 +80,11 @@ async def build_simulated_hub(
     sim_person = SimulatedPerson(person, clock, seed=index)
     identity = await ensure_enrolled(settings, directory, f"{name}-serial", person.person_id)
     limits_path = directory / "limits.json"
-    limits = load_limits(limits_path) if limits_path.exists() else provision_limits(limits_path, _LIMITS_AGE[age])
+    limits = (
+        load_limits(limits_path)
+        if limits_path.exists()
+        else provision_limits(limits_path, _LIMITS_AGE[age])
+    )
     pump = SimPump(sim_person, serial=f"{name}-pump", ack_loss_rate=ack_loss_rate, seed=index)
     cgm = SimCgm(sim_person, sensor_id=f"{name}-cgm")
     agent = EdgeAgent(
@@ -105,7 +117,9 @@ async def run_fleet(settings: EdgeSettings, size: int, stop: asyncio.Event) -> N
             try:
                 hubs.append(await build_simulated_hub(settings, i))
                 break
-            except Exception as exc:  # gateway not up yet: retry (the supervisor starts us together)
+            except (
+                Exception
+            ) as exc:  # gateway not up yet: retry (the supervisor starts us together)
                 log.info("hub %d not enrolled yet (%s); retrying", i, exc)
                 await asyncio.sleep(2.0)
     log.info("fleet running", extra={"hubs": len(hubs)})

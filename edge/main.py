@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hub-addr", default=None, help="device gateway hub (mTLS) address")
     parser.add_argument("--enroll-addr", default=None, help="device gateway enrolment address")
     parser.add_argument("--token", default=None, help="one-time enrolment token")
-    parser.add_argument("--ack-loss", type=float, default=0.0, help="simulated lost pump acks (0–1)")
+    parser.add_argument(
+        "--ack-loss", type=float, default=0.0, help="simulated lost pump acks (0–1)"
+    )
     return parser
 
 

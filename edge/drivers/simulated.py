@@ -103,7 +103,11 @@ class SimPump:
         for i in range(max(0, after_sequence + 1), len(history)):
             e = history[i]
             kind = _KINDS.get(e.kind, PumpEventKind.OTHER)
-            duration = int(e.detail) if kind is PumpEventKind.TEMP_BASAL_STARTED and e.detail.isdigit() else 0
+            duration = (
+                int(e.detail)
+                if kind is PumpEventKind.TEMP_BASAL_STARTED and e.detail.isdigit()
+                else 0
+            )
             out.append(
                 PumpHistoryEvent(
                     sequence=i,
@@ -111,7 +115,9 @@ class SimPump:
                     kind=kind,
                     amount_u=e.amount_u,
                     duration_min=duration,
-                    reference=f"{self.serial}-{i}" if kind is PumpEventKind.BOLUS_PROGRAMMED else "",
+                    reference=f"{self.serial}-{i}"
+                    if kind is PumpEventKind.BOLUS_PROGRAMMED
+                    else "",
                     detail=e.detail,
                 )
             )
@@ -142,7 +148,13 @@ class SimPump:
 
     async def bolus(self, shape: BolusShape) -> CommandAck:
         self._check_link()
-        kind = "standard" if shape.immediate_pct >= 100 else "extended" if shape.immediate_pct <= 0 else "dual"
+        kind = (
+            "standard"
+            if shape.immediate_pct >= 100
+            else "extended"
+            if shape.immediate_pct <= 0
+            else "dual"
+        )
         try:
             accepted = self._driver.deliver_bolus(
                 shape.insulin_u,
@@ -190,7 +202,13 @@ class SimCgm:
         for r in self._person.readings:
             if r.sequence <= after_sequence:
                 continue
-            flag = GlucoseFlag.LOW if r.flag == "LOW" else GlucoseFlag.HIGH if r.flag == "HIGH" else None
+            flag = (
+                GlucoseFlag.LOW
+                if r.flag == "LOW"
+                else GlucoseFlag.HIGH
+                if r.flag == "HIGH"
+                else None
+            )
             out.append(
                 CgmReading(
                     sensor_id=self.sensor_id,

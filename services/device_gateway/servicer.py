@@ -90,7 +90,7 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
     # ------------------------------------------------------------------ enrolment
     async def Enroll(
         self, request: gw_pb2.EnrollRequest, context: Context
-    ) -> gw_pb2.EnrollResponse:  # noqa: N802
+    ) -> gw_pb2.EnrollResponse:
         await self._gate("Enroll", context)
         return await self._gw.enroll(request)
 
@@ -179,7 +179,7 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
     # ------------------------------------------------------------------ commands and status
     async def SendCommand(
         self, request: gw_pb2.SendCommandRequest, context: Context
-    ) -> gw_pb2.SendCommandResponse:  # noqa: N802
+    ) -> gw_pb2.SendCommandResponse:
         await self._gate("SendCommand", context)
         return await self._gw.send_command(request.signed_command)
 
@@ -193,19 +193,19 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
 
     async def GetLoopStatus(
         self, request: gw_pb2.GetLoopStatusRequest, context: Context
-    ) -> gw_pb2.GetLoopStatusResponse:  # noqa: N802
+    ) -> gw_pb2.GetLoopStatusResponse:
         await self._gate("GetLoopStatus", context)
         return await self._gw.loop_status(request.patient_id)
 
     async def ListDevices(
         self, request: gw_pb2.ListDevicesRequest, context: Context
-    ) -> gw_pb2.ListDevicesResponse:  # noqa: N802
+    ) -> gw_pb2.ListDevicesResponse:
         await self._gate("ListDevices", context)
         return gw_pb2.ListDevicesResponse(devices=await self._gw.list_devices(request.patient_id))
 
     async def RevokeDevice(
         self, request: gw_pb2.RevokeDeviceRequest, context: Context
-    ) -> gw_pb2.RevokeDeviceResponse:  # noqa: N802
+    ) -> gw_pb2.RevokeDeviceResponse:
         await self._gate("RevokeDevice", context)
         self._require_admin(context)
         device = await self._gw.revoke_device(

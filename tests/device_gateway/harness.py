@@ -22,7 +22,14 @@ from services.device_gateway.pki import ensure_device_ca
 from services.runtime.command_signing import CommandSigner, generate_signing_key, write_public_key
 from services.runtime.settings import REPO_ROOT
 
-__all__ = ["GatewayProcess", "clock_env", "free_port", "make_command", "start_gateway", "new_signer"]
+__all__ = [
+    "GatewayProcess",
+    "clock_env",
+    "free_port",
+    "make_command",
+    "new_signer",
+    "start_gateway",
+]
 
 
 def free_port() -> int:
@@ -149,7 +156,9 @@ def make_command(
         patient_id=patient_id,
         device_id=device_id,
         sequence=sequence,
-        origin=device_pb2.PUMP_COMMAND_ORIGIN_AUTOMATIC if automatic else device_pb2.PUMP_COMMAND_ORIGIN_MANUAL,
+        origin=device_pb2.PUMP_COMMAND_ORIGIN_AUTOMATIC
+        if automatic
+        else device_pb2.PUMP_COMMAND_ORIGIN_MANUAL,
         issued_by="test",
         set_temp_basal=device_pb2.SetTempBasal(rate_u_per_h=rate_u_per_h, duration_min=30),
     )

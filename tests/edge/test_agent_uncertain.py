@@ -22,11 +22,15 @@ from tests.device_gateway.harness import make_command
 N_COMMANDS = 1_000
 
 
-def _agent(tmp_path: Path, clock: FixedClock, ack_loss_rate: float) -> tuple[EdgeAgent, SimPump, object]:
+def _agent(
+    tmp_path: Path, clock: FixedClock, ack_loss_rate: float
+) -> tuple[EdgeAgent, SimPump, object]:
     signer = generate_signing_key()
     raw = signer.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     identity = HubIdentity("hub-test", "person-test", "serial", tmp_path, {signer.key_id: raw})
-    person = SimulatedPerson(make_person("person-test", "adult", np.random.default_rng(3)), clock, seed=3)
+    person = SimulatedPerson(
+        make_person("person-test", "adult", np.random.default_rng(3)), clock, seed=3
+    )
     pump = SimPump(person, serial="pump-1", ack_loss_rate=ack_loss_rate, seed=11)
     limits = provision_limits(tmp_path / "limits.json", AgeGroup.ADULT)
     agent = EdgeAgent(
@@ -59,7 +63,11 @@ def test_lost_acks_pause_dosing_and_are_never_resent(tmp_path: Path) -> None:
     uncertain_seen = 0
 
     async def scenario() -> None:
-        nonlocal arrived_while_uncertain, paused_while_uncertain, resent_reached_pump, uncertain_seen
+        nonlocal \
+            arrived_while_uncertain, \
+            paused_while_uncertain, \
+            resent_reached_pump, \
+            uncertain_seen
         await agent.poll()
         sequence = 0
         for i in range(N_COMMANDS):

@@ -28,9 +28,9 @@ from tests.device_gateway.harness import (
     clock_env,
     free_port,
     make_command,
+    new_signer,
     send,
     start_gateway,
-    new_signer,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -77,7 +77,9 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     config = AgentConfig(poll_interval_s=60, heartbeat_interval_s=60, offline_after_s=300)
-    hub = loop.run_until_complete(build_simulated_hub(settings, 1, config=config, name_prefix="e2e"))
+    hub = loop.run_until_complete(
+        build_simulated_hub(settings, 1, config=config, name_prefix="e2e")
+    )
     agent = hub.agent
     runner = threading.Thread(target=loop.run_until_complete, args=(agent.run(stop),), daemon=True)
     runner.start()
@@ -99,9 +101,13 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
         status = None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            status = gw.stub().GetCommandStatus(
-                gw_pb2.GetCommandStatusRequest(command_id=command.command_id), timeout=5
-            ).status
+            status = (
+                gw.stub()
+                .GetCommandStatus(
+                    gw_pb2.GetCommandStatusRequest(command_id=command.command_id), timeout=5
+                )
+                .status
+            )
             if status.state == S.PUMP_COMMAND_STATE_EXECUTED:
                 break
             time.sleep(0.2)
@@ -123,7 +129,9 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
         while agent.clock.now() - outage_start < timedelta(hours=2):
             time.sleep(0.5)
         assert agent.outbox.depth > 20  # readings kept on the hub
-        gw = start_gateway(tmp_path / "gw", kafka=servers, public_key=public, clock=clock, ports=ports)
+        gw = start_gateway(
+            tmp_path / "gw", kafka=servers, public_key=public, clock=clock, ports=ports
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not agent.link.connected or agent.outbox.depth > 3):
             time.sleep(0.2)
@@ -134,7 +142,10 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
             r.timestamp for r in hub.person.readings if outage_start - timedelta(minutes=30) <= r.timestamp
             and r.timestamp <= agent.clock.now() - timedelta(minutes=10)
         ]  # fmt: skip
-        raw = [cgm_pb2.RawCgmReading.FromString(d) for d in _records("cgm.readings.raw.v1", patient, servers)]
+        raw = [
+            cgm_pb2.RawCgmReading.FromString(d)
+            for d in _records("cgm.readings.raw.v1", patient, servers)
+        ]
         seen = [r.measured_at.ToDatetime().replace(tzinfo=expected[0].tzinfo) for r in raw]
         assert len(expected) >= 20
         missing = [t for t in expected if t not in set(seen)]
