@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langerhans.cgm.v1 import cgm_pb2
@@ -73,7 +74,7 @@ def reading(
     return msg
 
 
-def pump_event(patient_id: str, t: datetime, **event: object) -> pump_pb2.PumpEvent:
+def pump_event(patient_id: str, t: datetime, **event: Any) -> pump_pb2.PumpEvent:
     ev = pump_pb2.PumpEvent(
         event_id=uuid.uuid4().hex, patient_id=patient_id, device_id="hub-1", **event
     )

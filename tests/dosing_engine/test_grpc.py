@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from services.runtime.clock import FixedClock
 from services.runtime.command_signing import CommandSigner, TrustedKeys
 from services.runtime.grpc_server import build_server, servicer
 from services.runtime.kafka.envelope import new_envelope
-from tests.dosing_engine.conftest import START, pump_event, rising_history, settings_changed
+from tests.dosing_engine.conftest import START, rising_history, settings_changed
 
 P = "patient-grpc"
 
@@ -35,7 +36,7 @@ def _state(sessions: sessionmaker[Session], clock: FixedClock, signer: CommandSi
             handle(new_envelope(P, m, source="test", time=clock.now()), session, clock, signer)
 
 
-async def _with_server(sessions, clock, signer, body):  # type: ignore[no-untyped-def]
+async def _with_server(sessions, clock, signer, body):
     settings = DosingEngineSettings(grpc_host="127.0.0.1", grpc_port=0)
     definition = servicer(
         pb.DESCRIPTOR.services_by_name["DosingEngineService"].full_name,
@@ -63,12 +64,13 @@ def _request() -> pb.DecideRequest:
     return req
 
 
-def test_decide_over_the_socket_equals_the_python_api(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_decide_over_the_socket_equals_the_python_api(sessions, clock, signer) -> None:
     req = _request()
     expected = decision_to_proto(decide(decision_input(req)), req)
 
-    async def body(stub: pb_grpc.DosingEngineServiceStub) -> pb.DecideResponse:
-        return await stub.Decide(req)
+    async def body(stub: Any) -> pb.DecideResponse:
+        response: pb.DecideResponse = await stub.Decide(req)
+        return response
 
     got = asyncio.run(_with_server(sessions, clock, signer, body))
     if got.decision != expected:  # show where they differ
@@ -80,11 +82,11 @@ def test_decide_over_the_socket_equals_the_python_api(sessions, clock, signer) -
     assert not got.decision.command_ids
 
 
-def test_decide_refuses_out_of_bounds_settings(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_decide_refuses_out_of_bounds_settings(sessions, clock, signer) -> None:
     req = _request()
     req.settings.sensitivity_schedule[0].isf_mg_dl_per_u = 5000.0
 
-    async def body(stub: pb_grpc.DosingEngineServiceStub) -> None:
+    async def body(stub: Any) -> None:
         await stub.Decide(req)
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -92,10 +94,10 @@ def test_decide_refuses_out_of_bounds_settings(sessions, clock, signer) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_bolus_then_confirmed_manual_bolus(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_bolus_then_confirmed_manual_bolus(sessions, clock, signer) -> None:
     _state(sessions, clock, signer)
 
-    async def body(stub: pb_grpc.DosingEngineServiceStub) -> tuple[object, ...]:
+    async def body(stub: Any) -> tuple[object, ...]:
         calc = await stub.CalculateBolus(pb.CalculateBolusRequest(patient_id=P, carbs_g=40.0))
         bolus = device_pb2.DeliverBolus(
             insulin_u=calc.recommended_insulin_u,
@@ -130,13 +132,12 @@ def test_bolus_then_confirmed_manual_bolus(sessions, clock, signer) -> None:  # 
         return calc, first, again, codes, status
 
     calc, first, again, codes, status = asyncio.run(_with_server(sessions, clock, signer, body))
-    assert calc.recommended_insulin_u > 0  # type: ignore[attr-defined]
-    assert calc.breakdown.carb_insulin_u == pytest.approx(4.0)  # type: ignore[attr-defined]
-    command = TrustedKeys([signer.public_key]).verify(first.signed_command)  # type: ignore[attr-defined]
-    assert command.deliver_bolus.insulin_u == calc.recommended_insulin_u  # type: ignore[attr-defined]
+    assert calc.recommended_insulin_u > 0
+    assert calc.breakdown.carb_insulin_u == pytest.approx(4.0)
+    command = TrustedKeys([signer.public_key]).verify(first.signed_command)
+    assert command.deliver_bolus.insulin_u == calc.recommended_insulin_u
     assert command.origin == device_pb2.PUMP_COMMAND_ORIGIN_MANUAL
-    assert again.command_id == first.command_id  # type: ignore[attr-defined]
+    assert again.command_id == first.command_id
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION]
-    assert status.looping  # type: ignore[attr-defined]
-    assert status.mode == common_pb2.LOOP_MODE_CLOSED_LOOP_SMB  # type: ignore[attr-defined]
-    assert pump_event  # builders shared with the other tests
+    assert status.looping
+    assert status.mode == common_pb2.LOOP_MODE_CLOSED_LOOP_SMB

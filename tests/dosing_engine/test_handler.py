@@ -46,7 +46,7 @@ def _commands(
     return [keys.verify(p) for p in _outbox(sessions, COMMANDS_TOPIC)]
 
 
-def _feed(sessions, clock, signer, mode=common_pb2.LOOP_MODE_CLOSED_LOOP_SMB, n=36):  # type: ignore[no-untyped-def]
+def _feed(sessions, clock, signer, mode=common_pb2.LOOP_MODE_CLOSED_LOOP_SMB, n=36):
     _send(sessions, clock, signer, settings_changed(P, mode))
     history = rising_history(P, START, n)
     for r in history:
@@ -55,7 +55,7 @@ def _feed(sessions, clock, signer, mode=common_pb2.LOOP_MODE_CLOSED_LOOP_SMB, n=
     return history
 
 
-def test_rising_glucose_gives_a_decision_and_signed_commands(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_rising_glucose_gives_a_decision_and_signed_commands(sessions, clock, signer) -> None:
     _feed(sessions, clock, signer)
     decisions = [
         dosing_pb2.DosingDecision.FromString(p) for p in _outbox(sessions, DECISIONS_TOPIC)
@@ -84,7 +84,7 @@ def test_rising_glucose_gives_a_decision_and_signed_commands(sessions, clock, si
     )
 
 
-def test_replaying_the_same_readings_sends_no_second_command(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_replaying_the_same_readings_sends_no_second_command(sessions, clock, signer) -> None:
     history = _feed(sessions, clock, signer)
     before_cmd = _commands(sessions, signer)
     before_dec = _outbox(sessions, DECISIONS_TOPIC)
@@ -94,7 +94,7 @@ def test_replaying_the_same_readings_sends_no_second_command(sessions, clock, si
     assert len(_outbox(sessions, DECISIONS_TOPIC)) == len(before_dec)
 
 
-def test_a_reading_older_than_12_min_never_raises_insulin(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_a_reading_older_than_12_min_never_raises_insulin(sessions, clock, signer) -> None:
     _send(sessions, clock, signer, settings_changed(P))
     history = rising_history(P, START)
     clock.current = START + timedelta(minutes=13)  # a backlog after an outage arrives now
@@ -113,7 +113,7 @@ def test_a_reading_older_than_12_min_never_raises_insulin(sessions, clock, signe
     )
 
 
-def test_open_loop_recommends_but_sends_nothing(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_open_loop_recommends_but_sends_nothing(sessions, clock, signer) -> None:
     _feed(sessions, clock, signer, mode=common_pb2.LOOP_MODE_OPEN_LOOP)
     decisions = [
         dosing_pb2.DosingDecision.FromString(p) for p in _outbox(sessions, DECISIONS_TOPIC)
@@ -123,14 +123,14 @@ def test_open_loop_recommends_but_sends_nothing(sessions, clock, signer) -> None
     assert _commands(sessions, signer) == []
 
 
-def test_temp_basal_mode_never_sends_a_micro_bolus(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_temp_basal_mode_never_sends_a_micro_bolus(sessions, clock, signer) -> None:
     _feed(sessions, clock, signer, mode=common_pb2.LOOP_MODE_CLOSED_LOOP_TEMP_BASAL)
     commands = _commands(sessions, signer)
     assert commands
     assert not any(c.HasField("deliver_bolus") for c in commands)
 
 
-def test_uncertain_delivery_stops_automatic_dosing(sessions, clock, signer) -> None:  # type: ignore[no-untyped-def]
+def test_uncertain_delivery_stops_automatic_dosing(sessions, clock, signer) -> None:
     history = _feed(sessions, clock, signer, n=30)
     first = _commands(sessions, signer)
     assert first

@@ -74,16 +74,16 @@ def service(
 
             original = grpc_server.build_server
 
-            def capture(*args, **kwargs):  # type: ignore[no-untyped-def]
+            def capture(*args, **kwargs):
                 server = original(*args, **kwargs)
                 ports.append(server.port)
                 return server
 
-            grpc_server.build_server = capture  # type: ignore[assignment]
+            grpc_server.build_server = capture
             try:
                 await run(settings, stop)
             finally:
-                grpc_server.build_server = original  # type: ignore[assignment]
+                grpc_server.build_server = original
 
         loop.run_until_complete(go())
 
@@ -174,7 +174,7 @@ def test_readings_in_decisions_and_one_signed_command_out_replay_safe(
     assert fresh.reading_id == live.reading_id
     assert fresh.enacted
     assert fresh.recommendation.set_temp_basal.rate_u_per_h > 0.8  # above the scheduled basal
-    wait_until(lambda: (bus.poll(), len(bus.commands))[1] >= 1, 30, "the pump command")
+    wait_until(lambda: bool(bus.decisions_for(patient) and bus.commands), 30, "the command")
     assert len(bus.commands) == 1
     command = keys.verify(bus.commands[0].data)  # verifies with the public key
     assert command.patient_id == patient
