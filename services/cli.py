@@ -46,14 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("topics", help="create or reconcile the declared Kafka topics")
     migrate = commands.add_parser("migrate", help="apply a service's database migrations")
     migrate.add_argument("service", choices=sorted(SERVICES))
-    edge = commands.add_parser("edge", help="run the edge agent (hub); options go to the agent")
-    edge.add_argument("edge_args", nargs=argparse.REMAINDER)
+    # `edge` options belong to the agent's own parser (argparse.REMAINDER cannot take a
+    # leading `--option`), so `main` hands them over before parsing.
+    commands.add_parser("edge", help="run the edge agent (hub); options go to the agent")
 
     run = commands.add_parser("run", help="the whole platform with simulated people")
     run.add_argument("--people", type=int, default=None, help="number of simulated people")
     run.add_argument("--speed", type=float, default=None, help="simulated clock speed factor")
 
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["edge"]:
+        from edge.main import main as edge_main
+
+        return edge_main(arguments[1:])
+    args = parser.parse_args(arguments)
     if args.command == "serve":
         return _load(SERVICES[args.service])() or 0
     if args.command == "kafka":
@@ -68,10 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.runtime.migrations import migrate_command
 
         return migrate_command(args.service)
-    if args.command == "edge":
-        from edge.main import main as edge_main
-
-        return edge_main(args.edge_args)
     # argparse admits only the commands above, so what is left is `run`.
     from services.runtime.supervisor import run_platform
 
