@@ -316,6 +316,8 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     c0 = 0
     while c0 < n_cgm and cgm_t[c0] - now < -HIST_STEPS * STEP_MIN * 60.0:
         c0 += 1
+    if n_cgm - 1 - c0 > MAX_DEVS:  # very dense CGM: keep the most recent pairs
+        c0 = n_cgm - 1 - MAX_DEVS
     n_pairs = 0
     for i in range(c0 + 1, n_cgm):
         if n_pairs >= MAX_DEVS:

@@ -200,6 +200,8 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
     c0 = 0
     while c0 < n_cgm and cgm_t[c0] - now < -HIST_STEPS * STEP_MIN * 60.0:
         c0 += 1
+    if n_cgm - 1 - c0 > MAX_DEVS:  # very dense CGM: keep the most recent pairs
+        c0 = n_cgm - 1 - MAX_DEVS
     dbg: list[float] = []
     de: list[float] = []
     ddt: list[float] = []

@@ -474,3 +474,18 @@ def test_sensitivity_from_recent_deviations() -> None:
     falling = decide(state([300.0 - 2.0 * i for i in range(97)], sensitivity_ratio=None))
     assert falling.sensitivity_ratio == 0.7
     assert "SENSITIVITY_BOUNDED" in codes(falling)
+
+
+def test_very_dense_cgm_keeps_the_latest_readings() -> None:
+    # 20 h of readings every 30 s (2,400): the analysis keeps the most recent pairs, so the
+    # current deviation and the forecast still follow the latest readings
+    n = 2400
+    times = tuple(NOW - 30.0 - 30.0 * (n - 1 - i) for i in range(n))
+    values = tuple(150.0 + (0.5 * (i - (n - 40)) if i >= n - 40 else 0.0) for i in range(n))
+    inp = DecisionInput(
+        now_s=NOW, mode=Mode.OPEN_LOOP, cgm_t_s=times, cgm_mg_dl=values, settings=settings()
+    )
+    d = decide(inp)
+    assert d.deviation_mg_dl_per_5min == pytest.approx(5.0)  # 0.5 per 30 s
+    ref = decide_reference(inp)
+    assert d.forecast.main == pytest.approx(ref.forecast.main, abs=1e-9)
