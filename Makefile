@@ -113,8 +113,19 @@ lint: setup ## ruff and mypy (strict)
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 
+BROWSER_STAMP := tests/browser/node_modules/.stamp
+
+# playwright-core only (it never downloads a browser): the tests drive Debian's /usr/bin/chromium.
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json
+	@echo "==> installing playwright-core for the browser tests (npm ci)"
+	@cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
+	@touch $@
+
+.PHONY: browser-deps
+browser-deps: $(BROWSER_STAMP) ## npm install of playwright-core for the headless-Chromium UI tests
+
 .PHONY: test
-test: setup buf-lint buf-breaking helm-check kafka-up ## run the whole test suite (starts the local Kafka broker)
+test: setup buf-lint buf-breaking helm-check kafka-up browser-deps ## run the whole test suite (starts the local Kafka broker)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)

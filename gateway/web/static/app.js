@@ -16,7 +16,7 @@ const PATHS = {
   glucose: (id, q) => `/api/v1/people/${id}/glucose?${q}`,
   forecast: (id) => `/api/v1/people/${id}/forecast`,
   loop: (id) => `/api/v1/people/${id}/loop-status`,
-  alerts: (id) => `/api/v1/people/${id}/alerts`,
+  alerts: (id, state) => `/api/v1/people/${id}/alerts?state=${state}&limit=50`,
   ack: (id, alertId) => `/api/v1/people/${id}/alerts/${alertId}/acknowledge`,
   agp: (id, ext, q) => `/api/v1/people/${id}/reports/agp${ext}?${q}`,
   settings: (id) => `/api/v1/people/${id}/therapy-settings`,
@@ -62,7 +62,6 @@ function ageText(time) {
   return `${Math.floor(min / 60)} h ${min % 60} min ago`;
 }
 
-const fmtTime = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 const fmtDateTime = (d) => d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 
 // ------------------------------------------------------------------ routing
@@ -207,33 +206,42 @@ async function peopleView(view) {
 }
 
 // ------------------------------------------------------------------ live view
-function statusList(loop) {
+function statusList(loop, forecast) {
   const dl = h("dl", { class: "status", "data-testid": "status" });
   const row = (label, value) => dl.append(h("dt", {}, label), h("dd", {}, value));
-  if (loop.unavailable) {
-    for (const label of ["Insulin on board", "Carbs on board", "Loop", "Pump"]) {
-      row(label, unavailable(loop.unavailable));
-    }
+  const num = (v, unit, digits) => (typeof v === "number" ? `${v.toFixed(digits)} ${unit}` : unavailable());
+  const s = loop.data;
+  const f = forecast.data && forecast.data.available ? forecast.data : null;
+  // IOB/COB: the loop status has them once the engine decided; the forecast as a fallback.
+  row("Insulin on board", num(s?.iob_u ?? f?.iob_u, "U", 2));
+  row("Carbs on board", num(s?.cob_g ?? f?.cob_g, "g", 0));
+  if (!s) {
+    row("Loop", unavailable(loop.unavailable));
+    row("Pump", unavailable(loop.unavailable));
     return dl;
   }
-  const s = loop.data || {};
-  const num = (v, unit, digits = 1) => (typeof v === "number" ? `${v.toFixed(digits)} ${unit}` : unavailable());
-  row("Insulin on board", num(s.iob_u, "U", 2));
-  row("Carbs on board", num(s.cob_g, "g", 0));
-  row("Loop", s.loop_state || s.mode ? `${s.loop_state ?? ""} ${s.mode ? `(${s.mode})` : ""}`.trim() : unavailable());
+  row("Loop", h("span", { class: s.looping ? "" : "stale" }, `${s.looping ? "looping" : "not looping"} · ${s.mode}`));
+  if (!s.looping && s.summary) row("Why", s.summary);
   if (s.last_decision_at) row("Last decision", ageText(new Date(s.last_decision_at)));
-  row("Pump", s.pump_state ? s.pump_state : unavailable());
-  if (typeof s.reservoir_u === "number") row("Reservoir", `${s.reservoir_u.toFixed(0)} U`);
-  if (typeof s.battery_pct === "number") row("Pump battery", `${s.battery_pct.toFixed(0)} %`);
-  if (s.not_looping_reason) row("Why not looping", s.not_looping_reason);
+  if (typeof s.eventual_glucose_mg_dl === "number") row("Eventual", `${s.eventual_glucose_mg_dl.toFixed(0)} mg/dL`);
+  const d = s.device;
+  if (!d) {
+    row("Pump", unavailable(s.device_note || "no device status"));
+    return dl;
+  }
+  row("Hub", d.hub_connected ? "connected" : `offline${d.hub_last_seen_at ? `, seen ${ageText(new Date(d.hub_last_seen_at))}` : ""}`);
+  row("Pump", d.pump_suspended === null ? unavailable() : d.pump_suspended ? "suspended" : "running");
+  row("Reservoir", num(d.reservoir_u, "U", 0));
+  row("Pump battery", num(d.battery_pct, "%", 0));
+  if (d.summary) row("Devices", d.summary);
   return dl;
 }
 
 function forecastPoints(f) {
-  const pts = f && (f.points || f.forecast || f.predictions);
-  if (!Array.isArray(pts)) return null;
-  return pts.filter((p) => typeof p.glucose_mg_dl === "number" && p.time)
-    .map((p) => ({ time: new Date(p.time), mgDl: p.glucose_mg_dl }));
+  if (!f || !f.available || !Array.isArray(f.lines) || !f.lines.length) return null;
+  const line = f.lines.find((l) => l.kind === "COMBINED") || f.lines[0];
+  const t0 = new Date(line.start_time).getTime();
+  return line.glucose_mg_dl.map((v, i) => ({ time: new Date(t0 + i * line.interval_min * 60e3), mgDl: v }));
 }
 
 async function liveView(view, personId) {
@@ -279,7 +287,7 @@ async function liveView(view, personId) {
     const [f, loop] = await Promise.all([optional(PATHS.forecast(personId)), optional(PATHS.loop(personId))]);
     forecast = f.data ? forecastPoints(f.data) : null;
     forecastNote.textContent = forecast ? "dashed: forecast" : "forecast unavailable";
-    status.replaceChildren(statusList(loop));
+    status.replaceChildren(statusList(loop, f));
   };
   const loadAll = async () => {
     try {
@@ -317,25 +325,25 @@ async function alertsView(view, personId) {
   const box = h("div");
   view.replaceChildren(h("h1", {}, "Alerts"), box);
   const load = async () => {
-    const res = await optional(PATHS.alerts(personId));
+    const res = await optional(PATHS.alerts(personId, "all"));
     if (res.unavailable) {
       box.replaceChildren(h("p", { class: "card", "data-testid": "alerts-unavailable" },
         "Alerts are unavailable: ", unavailable(res.unavailable)));
       return;
     }
-    const list = Array.isArray(res.data) ? res.data : res.data.alerts || [];
+    const list = res.data.alerts || [];
     if (!list.length) {
       box.replaceChildren(h("p", { class: "card muted" }, "No alerts."));
       return;
     }
     const body = h("tbody");
     for (const a of list) {
-      const acked = a.state === "acknowledged" || a.state === "resolved" || a.acknowledged_at;
+      const acked = Boolean(a.acknowledged_at || a.resolved_at);
       const button = acked ? h("span", { class: "muted" }, a.state || "acknowledged") :
         h("button", { class: "small primary", type: "button", "data-testid": "ack", onclick: async () => {
           button.disabled = true;
           try {
-            await api(PATHS.ack(personId, a.alert_id || a.id), { method: "POST", body: {} });
+            await api(PATHS.ack(personId, a.alert_id), { method: "POST", body: { note: "" } });
             await load();
           } catch (e) {
             button.disabled = false;
@@ -343,8 +351,8 @@ async function alertsView(view, personId) {
           }
         } }, "Acknowledge");
       body.append(h("tr", { class: `alert ${a.severity || ""} ${acked ? "acknowledged" : ""}`,
-        "data-alert": a.alert_id || a.id },
-        h("td", {}, a.title || a.message || a.type || a.alert_type),
+        "data-alert": a.alert_id },
+        h("td", {}, h("strong", {}, a.title), h("div", { class: "hint" }, a.message)),
         h("td", {}, a.severity || ""),
         h("td", {}, a.raised_at ? fmtDateTime(new Date(a.raised_at)) : ""),
         h("td", {}, a.state || ""),
@@ -395,7 +403,7 @@ async function agpView(view, personId) {
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   } }, "Download PDF");
   const period = `${new Date(report.start).toLocaleDateString()} – ${new Date(report.end).toLocaleDateString()}`;
-  view.replaceChildren(
+  view.replaceChildren(...[
     h("h1", {}, `AGP report: ${report.display_name}`),
     h("p", { class: "muted" }, `${period} · ${report.days} days · ${report.timezone} · ${m.readings} readings `, pdfButton),
     m.sufficient_data ? null : h("p", { class: "error" }, "CGM active for less than 70 % of the period: interpret with care."),
@@ -403,7 +411,7 @@ async function agpView(view, personId) {
       h("section", { class: "card" }, h("img", { src: imgUrl, alt: "AGP percentile plot and daily traces", "data-testid": "agp-png" })),
       h("section", { class: "card" }, h("table", { "data-testid": "agp-metrics" },
         h("thead", {}, h("tr", {}, h("th", {}, "Metric"), h("th", {}, "Value"), h("th", {}, "Goal"))),
-        h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))))))));
+        h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))))))].filter(Boolean));
 }
 
 // ------------------------------------------------------------------ settings editor

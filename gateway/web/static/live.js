@@ -7,7 +7,7 @@ import { currentSession } from "./api.js";
 
 const STREAM_PATH = "/api/v1/stream";
 const STREAM_RETRY_MS = 60000;
-const SAFETY_POLL_MS = 120000;
+const SAFETY_POLL_MS = 60000;
 
 export function openLiveFeed(personId, { pollMs, poll, onReading, onEvent, onMode }) {
   let closed = false;
@@ -33,20 +33,24 @@ export function openLiveFeed(personId, { pollMs, poll, onReading, onEvent, onMod
     }
     socket.addEventListener("open", () => {
       // The token goes in the first message, never in the URL (URLs end up in logs).
-      socket.send(JSON.stringify({ type: "auth", access_token: session.access, people: [personId] }));
+      socket.send(JSON.stringify({ type: "auth", access_token: session.access }));
     });
     socket.addEventListener("message", (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
-      if (!opened && (msg.type === "ready" || msg.type === "subscribed" || msg.type === "hello")) {
+      if (msg.type === "ready" && !opened) {
+        socket.send(JSON.stringify({ type: "subscribe", person_ids: [personId] }));
+      } else if (msg.type === "subscribed" && msg.person_ids.includes(personId)) {
         opened = true;
         onMode("stream");
-        startPolling(Math.max(pollMs, SAFETY_POLL_MS));
-        return;
+        startPolling(Math.max(pollMs * 4, SAFETY_POLL_MS));
+        poll().catch(() => {}); // whatever arrived between the first load and the subscription
+      } else if (msg.type === "gap") {
+        poll().catch(() => {}); // the server dropped messages for us: reload
+      } else if (msg.person_id === personId) {
+        if (msg.type === "reading") onReading(msg.data);
+        else onEvent(msg);
       }
-      if (msg.person_id && msg.person_id !== personId) return;
-      if (msg.type === "reading" || msg.type === "glucose") onReading(msg.reading || msg.data || msg);
-      else if (msg.type) onEvent(msg);
     });
     socket.addEventListener("close", () => {
       socket = null;
