@@ -284,7 +284,7 @@ class EdgeAgent:
             ps.temp_basal.rate_u_per_h = status.temp_basal_u_per_h
             ps.temp_basal.remaining_min = status.temp_basal_remaining_min
         records.append((RecordKind.PUMP_STATUS, t.SerializeToString()))
-        model, serial, _, _ = self._pump_info
+        _, serial, _, _ = self._pump_info
         for event in history:
             self._history.append(event)
             records.append(
@@ -381,8 +381,8 @@ class EdgeAgent:
             hub_time=_ts(now),
             software_version=SOFTWARE_VERSION,
             uptime_s=int(time.monotonic() - self._started_mono),
-            pump_link=self._pump_link,  # type: ignore[arg-type]
-            cgm_link=self._cgm_link,  # type: ignore[arg-type]
+            pump_link=self._pump_link,
+            cgm_link=self._cgm_link,
             pump_clock_skew_s=self._skew_s,
             outbox_depth=self.outbox.depth,
             dosing_state=self.dosing_state,  # type: ignore[arg-type]

@@ -97,7 +97,6 @@ async def enroll(
     enroll_addr: str, gateway_ca_pem: bytes, token: str, hub_serial: str, directory: Path
 ) -> HubIdentity:
     """Exchange the token and a CSR for a certificate; writes the identity to `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -116,6 +115,18 @@ async def enroll(
             ),
             timeout=30,
         )
+    return await asyncio.to_thread(_store_identity, directory, key, hub_serial, response)
+
+
+def _store_identity(
+    directory: Path,
+    key: ec.EllipticCurvePrivateKey,
+    hub_serial: str,
+    response: gw_pb2.EnrollResponse,
+) -> HubIdentity:
+    """Key (0600), certificate, CA, then identity.json last (atomically): a hub that crashed
+    half-way has no identity.json and enrols again."""
+    directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "hub-key.pem"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -185,6 +196,7 @@ class HubLink:
         self._hello = hello
         self._on_server_time = on_server_time
         self._wake = asyncio.Event()
+        self._acked = asyncio.Event()
         self.connected = False
         self.last_cloud_message_mono_s: float | None = None
         self.acked_sequence = 0
@@ -207,8 +219,10 @@ class HubLink:
             try:
                 await self._session(stop)
                 backoff_s = 0.5
-            except (TimeoutError, aio.AioRpcError, OSError) as exc:
-                log.info("stream to the gateway ended: %s", getattr(exc, "details", lambda: exc)())
+            except aio.AioRpcError as exc:
+                log.info("stream to the gateway ended: %s %s", exc.code(), exc.details())
+            except (TimeoutError, OSError) as exc:
+                log.info("stream to the gateway ended: %s", exc)
             finally:
                 self.connected = False
             if stop.is_set():
@@ -262,6 +276,7 @@ class HubLink:
                             self.acked_sequence, response.telemetry_ack.hub_sequence
                         )
                         self._outbox.ack(self.acked_sequence)
+                        self._acked.set()
                     elif kind == "signed_command":
                         await self._on_command(response.signed_command)
                     elif kind == "heartbeat":
@@ -292,7 +307,8 @@ class HubLink:
                 sent = record.sequence
             # flow control: do not run far ahead of the acknowledgements
             while sent - self.acked_sequence > 4 * _BATCH:
-                await asyncio.sleep(0.01)
+                self._acked.clear()
+                await self._acked.wait()
             if len(records) < _BATCH:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from typing import Literal
 
 from edge.drivers.base import (
     BolusShape,
@@ -148,7 +149,7 @@ class SimPump:
 
     async def bolus(self, shape: BolusShape) -> CommandAck:
         self._check_link()
-        kind = (
+        kind: Literal["standard", "extended", "dual"] = (
             "standard"
             if shape.immediate_pct >= 100
             else "extended"

@@ -32,13 +32,12 @@ from services.device_gateway.servicer import (
     DeviceGatewayServicer,
 )
 from services.device_gateway.settings import DEV_ADMIN_TOKEN, DeviceGatewaySettings
+from services.runtime import migrations
 from services.runtime.command_signing import (
     TrustedKeys,
-    generate_signing_key,
+    dev_signing_key_paths,
     key_id_for,
     load_public_key,
-    write_private_key,
-    write_public_key,
 )
 from services.runtime.db import create_service_engine
 from services.runtime.grpc_server import Worker, run_service, servicer
@@ -47,26 +46,11 @@ from services.runtime.kafka.producer import EventProducer
 from services.runtime.logging import configure_logging
 from services.runtime.outbox import OutboxRelay
 from services.runtime.security import token_digest
-from services.runtime.settings import var_dir
 
-__all__ = ["dev_command_key_paths", "main_async", "serve"]
+__all__ = ["main_async", "serve"]
 
 log = logging.getLogger(__name__)
 SERVICE_NAME: str = gw_pb2.DESCRIPTOR.services_by_name["DeviceGatewayService"].full_name
-
-
-def dev_command_key_paths() -> tuple[Path, Path]:
-    """The development command-signing key pair (var/keys/), created once if missing."""
-    private, public = (
-        var_dir() / "keys" / "command-signing.pem",
-        var_dir() / "keys" / "command-signing.pub",
-    )
-    if not private.exists():
-        signer = generate_signing_key()
-        with contextlib.suppress(FileExistsError):
-            write_private_key(signer, private)
-            write_public_key(signer.public_key, public)
-    return private, public
 
 
 def _load_ca(settings: DeviceGatewaySettings) -> tuple[DeviceCa, Path, Path]:
@@ -83,7 +67,7 @@ def _load_ca(settings: DeviceGatewaySettings) -> tuple[DeviceCa, Path, Path]:
 
 
 def _command_keys(settings: DeviceGatewaySettings) -> tuple[TrustedKeys, dict[str, bytes]]:
-    paths = list(settings.command_public_key_paths) or [dev_command_key_paths()[1]]
+    paths = list(settings.command_public_key_paths) or [dev_signing_key_paths()[1]]
     keys = [load_public_key(p) for p in paths]
     raw = {
         key_id_for(k): k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -94,8 +78,11 @@ def _command_keys(settings: DeviceGatewaySettings) -> tuple[TrustedKeys, dict[st
 
 async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None = None) -> None:
     clock = settings.clock()
+    # every replica runs this at start; the migration lock makes them apply it once
+    migrations.upgrade(
+        "device-gateway", database_url=settings.database_url, target_metadata=repository.metadata
+    )
     engine = create_service_engine("device-gateway", settings.database_url)
-    repository.create_tables(engine)
     sessions = sessionmaker(engine)
     ca, hub_cert, hub_key = _load_ca(settings)
     trusted, raw_keys = _command_keys(settings)

@@ -16,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Integer,
@@ -35,7 +34,6 @@ __all__ = [
     "CommandRow",
     "DeviceRow",
     "commands",
-    "create_tables",
     "devices",
     "metadata",
     "token_hash",
@@ -120,10 +118,6 @@ command_transitions = Table(
 )
 
 
-def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine)
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -139,6 +133,7 @@ def aware(value: datetime | None) -> datetime | None:
 def add_token(
     session: Session,
     token: str,
+    *,
     patient_id: str,
     requested_by: str,
     now: datetime,
@@ -291,7 +286,13 @@ def is_revoked(session: Session, cert_serial: str) -> bool:
 
 
 def revoke(
-    session: Session, device: DeviceRow, reason: str, requested_by: str, now: datetime, state: int
+    session: Session,
+    device: DeviceRow,
+    *,
+    reason: str,
+    requested_by: str,
+    now: datetime,
+    state: int,
 ) -> None:
     if not is_revoked(session, device.cert_serial):
         session.execute(
@@ -375,7 +376,13 @@ def add_command(
 
 
 def add_transition(
-    session: Session, command_id: str, state: int, now: datetime, reason: int = 0, detail: str = ""
+    session: Session,
+    command_id: str,
+    state: int,
+    now: datetime,
+    *,
+    reason: int = 0,
+    detail: str = "",
 ) -> None:
     session.execute(
         command_transitions.insert().values(

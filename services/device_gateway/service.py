@@ -191,7 +191,12 @@ class DeviceGateway:
 
         def work(session: Session) -> None:
             repository.add_token(
-                session, token, patient_id, requested_by or "unknown", now, expires_at
+                session,
+                token,
+                patient_id=patient_id,
+                requested_by=requested_by or "unknown",
+                now=now,
+                expires_at=expires_at,
             )
 
         await self._db(work)
@@ -481,8 +486,8 @@ class DeviceGateway:
             outcome.command_id,
             outcome.state,
             now,
-            outcome.rejection_reason,
-            outcome.detail,
+            reason=outcome.rejection_reason,
+            detail=outcome.detail,
         )
         full = device_pb2.PumpCommandOutcome()
         full.CopyFrom(outcome)
@@ -542,7 +547,7 @@ class DeviceGateway:
         reason = (
             R.PUMP_COMMAND_REJECTION_REASON_EXPIRED if state == S.PUMP_COMMAND_STATE_EXPIRED else 0
         )
-        repository.add_transition(session, command.command_id, state, now, reason)
+        repository.add_transition(session, command.command_id, state, now, reason=reason)
         events.publish_outcome(session, self._outcome(command, state, now, reason), self._clock)
         if fan_out and state == S.PUMP_COMMAND_STATE_QUEUED:
             events.publish_command(
@@ -586,8 +591,10 @@ class DeviceGateway:
             current = await self._db(lambda s: repository.get_command(s, command.command_id))
             state = current.state if current else state
         return gw_pb2.SendCommandResponse(
-            command_id=command.command_id, state=state, duplicate=duplicate
-        )  # type: ignore[arg-type]
+            command_id=command.command_id,
+            state=state,  # type: ignore[arg-type]
+            duplicate=duplicate,
+        )
 
     async def command_from_bus(self, signed: device_pb2.SignedPumpCommand) -> None:
         """A command seen on pump.commands.v1 (from the dosing engine or another replica)."""
@@ -676,8 +683,8 @@ class DeviceGateway:
                         row.command_id,
                         S.PUMP_COMMAND_STATE_EXPIRED,
                         now,
-                        reason,
-                        "expired while queued",
+                        reason=reason,
+                        detail="expired while queued",
                     )
                     events.publish_outcome(
                         session,
@@ -757,7 +764,12 @@ class DeviceGateway:
             if device is None:
                 raise NotFound("no such device")
             repository.revoke(
-                session, device, reason or "unspecified", requested_by or "unknown", now, REVOKED
+                session,
+                device,
+                reason=reason or "unspecified",
+                requested_by=requested_by or "unknown",
+                now=now,
+                state=REVOKED,
             )
             updated = repository.get_device(session, device_id)
             assert updated is not None
@@ -781,10 +793,10 @@ class DeviceGateway:
             return rows, outbox.pending_count(session)
 
         rows, pending = await self._db(work)
-        L = common_pb2.LoopStatusReason
+        reason_codes = common_pb2.LoopStatusReason
         response = gw_pb2.GetLoopStatusResponse()
         if not rows:
-            response.reasons.append(L.LOOP_STATUS_REASON_NO_DEVICE)
+            response.reasons.append(reason_codes.LOOP_STATUS_REASON_NO_DEVICE)
             response.summary = "No hub is enrolled"
             return response
         device = rows[0]
@@ -796,7 +808,7 @@ class DeviceGateway:
             response.hub_last_seen_at.CopyFrom(ts(device.last_seen_at))
         silent_for = now - device.last_seen_at if device.last_seen_at else None
         if not response.hub_connected or silent_for is None or silent_for > self._offline_after:
-            reasons.append(L.LOOP_STATUS_REASON_HUB_OFFLINE)
+            reasons.append(reason_codes.LOOP_STATUS_REASON_HUB_OFFLINE)
             minutes = f" for {int(silent_for.total_seconds() // 60)} min" if silent_for else ""
             summary.append(f"Hub offline{minutes}")
         if device.last_heartbeat:
@@ -805,7 +817,7 @@ class DeviceGateway:
             response.last_heartbeat.CopyFrom(hb)
             connected = device_pb2.BleLinkState.BLE_LINK_STATE_CONNECTED
             if hb.pump_link != connected or hb.cgm_link != connected:
-                reasons.append(L.LOOP_STATUS_REASON_BLE_DOWN)
+                reasons.append(reason_codes.LOOP_STATUS_REASON_BLE_DOWN)
                 summary.append("Bluetooth link down")
             if hb.HasField("pump_last_seen_at"):
                 response.pump_last_seen_at.CopyFrom(hb.pump_last_seen_at)
@@ -813,7 +825,7 @@ class DeviceGateway:
                 not hb.HasField("pump_last_seen_at")
                 or now - from_ts(hb.pump_last_seen_at) > self._silent_after
             ):
-                reasons.append(L.LOOP_STATUS_REASON_PUMP_SILENT)
+                reasons.append(reason_codes.LOOP_STATUS_REASON_PUMP_SILENT)
                 summary.append("Pump silent")
             if hb.HasField("cgm_last_seen_at"):
                 response.cgm_last_seen_at.CopyFrom(hb.cgm_last_seen_at)
@@ -821,23 +833,23 @@ class DeviceGateway:
                 not hb.HasField("cgm_last_seen_at")
                 or now - from_ts(hb.cgm_last_seen_at) > self._silent_after
             ):
-                reasons.append(L.LOOP_STATUS_REASON_CGM_SILENT)
+                reasons.append(reason_codes.LOOP_STATUS_REASON_CGM_SILENT)
                 summary.append("CGM silent")
             if hb.uncertain_command_ids:
-                reasons.append(L.LOOP_STATUS_REASON_DELIVERY_UNCERTAIN)
+                reasons.append(reason_codes.LOOP_STATUS_REASON_DELIVERY_UNCERTAIN)
                 summary.append("Delivery uncertain")
         if device.last_pump_status:
             ps = device_pb2.PumpStatus()
             ps.ParseFromString(device.last_pump_status)
             response.last_pump_status.CopyFrom(ps)
             if ps.suspended:
-                reasons.append(L.LOOP_STATUS_REASON_PUMP_SUSPENDED)
+                reasons.append(reason_codes.LOOP_STATUS_REASON_PUMP_SUSPENDED)
                 summary.append("Pump suspended")
         if pending > 1000:
-            reasons.append(L.LOOP_STATUS_REASON_CLOUD)
+            reasons.append(reason_codes.LOOP_STATUS_REASON_CLOUD)
             summary.append("Cloud backlog")
         if not reasons:
-            reasons.append(L.LOOP_STATUS_REASON_OK)
+            reasons.append(reason_codes.LOOP_STATUS_REASON_OK)
             summary.append("Looping")
         response.reasons.extend(reasons)  # type: ignore[arg-type]
         response.summary = "; ".join(summary)

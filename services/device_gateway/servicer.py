@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import grpc
@@ -88,7 +88,7 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
         raise Unauthenticated("unknown admin token")
 
     # ------------------------------------------------------------------ enrolment
-    async def Enroll(
+    async def Enroll(  # noqa: N802
         self, request: gw_pb2.EnrollRequest, context: Context
     ) -> gw_pb2.EnrollResponse:
         await self._gate("Enroll", context)
@@ -110,37 +110,34 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
     @staticmethod
     def _identity(context: Context) -> DeviceIdentity | None:
         auth = context.auth_context() or {}
-        certs = auth.get("x509_pem_cert") or []
+        certs = list(auth.get("x509_pem_cert") or [])
         if len(certs) != 1:
             return None
         return identity_from_certificate(certs[0])
 
-    async def Connect(self, request_iterator: Any, context: Context) -> None:  # noqa: N802
+    async def Connect(  # noqa: N802
+        self, request_iterator: AsyncIterator[gw_pb2.ConnectRequest], context: Context
+    ) -> AsyncIterator[gw_pb2.ConnectResponse]:
         await self._gate("Connect", context)
         identity = self._identity(context)
         if identity is None:
             log.warning("Connect without a device certificate", extra={"peer": context.peer()})
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a device certificate is required")
-            return
+        requests = aiter(request_iterator)
         try:
-            first = await asyncio.wait_for(context.read(), _HELLO_TIMEOUT_S)
-            if first is aio.EOF:
-                return
+            first = await asyncio.wait_for(anext(requests), _HELLO_TIMEOUT_S)
             stream = await self._gw.open_stream(identity, first)
+        except StopAsyncIteration:
+            return
         except ServiceError as exc:
             await context.abort(exc.status_code, exc.message)
-            return
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello")
-            return
-        reader = asyncio.create_task(self._read(stream, context))
+        reader = asyncio.create_task(self._read(stream, requests))
         beats = asyncio.create_task(self._beat(stream))
         try:
-            while True:
-                message = await stream.outgoing.get()
-                if message is None:
-                    break
-                await context.write(message)
+            while (message := await stream.outgoing.get()) is not None:
+                yield message
         finally:
             beats.cancel()
             reader.cancel()
@@ -151,17 +148,16 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
             await self._gw.close_stream(stream)
         if stream.failure is not None:
             await context.abort(stream.failure.status_code, stream.failure.message)
-        elif stream.closed_reason == "certificate revoked":
+        if stream.closed_reason == "certificate revoked":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "certificate revoked")
 
-    async def _read(self, stream: HubStream, context: Context) -> None:
+    async def _read(
+        self, stream: HubStream, requests: AsyncIterator[gw_pb2.ConnectRequest]
+    ) -> None:
         try:
-            while True:
-                request = await context.read()
-                if request is aio.EOF:
-                    stream.close("hub closed the stream")
-                    return
+            async for request in requests:
                 await self._gw.handle(stream, request)
+            stream.close("hub closed the stream")
         except ServiceError as exc:
             stream.failure = exc
             stream.close("error: " + exc.message)
@@ -177,7 +173,7 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
             await self._gw.heartbeat(stream)
 
     # ------------------------------------------------------------------ commands and status
-    async def SendCommand(
+    async def SendCommand(  # noqa: N802
         self, request: gw_pb2.SendCommandRequest, context: Context
     ) -> gw_pb2.SendCommandResponse:
         await self._gate("SendCommand", context)
@@ -191,19 +187,19 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
             status=await self._gw.command_status(request.command_id)
         )
 
-    async def GetLoopStatus(
+    async def GetLoopStatus(  # noqa: N802
         self, request: gw_pb2.GetLoopStatusRequest, context: Context
     ) -> gw_pb2.GetLoopStatusResponse:
         await self._gate("GetLoopStatus", context)
         return await self._gw.loop_status(request.patient_id)
 
-    async def ListDevices(
+    async def ListDevices(  # noqa: N802
         self, request: gw_pb2.ListDevicesRequest, context: Context
     ) -> gw_pb2.ListDevicesResponse:
         await self._gate("ListDevices", context)
         return gw_pb2.ListDevicesResponse(devices=await self._gw.list_devices(request.patient_id))
 
-    async def RevokeDevice(
+    async def RevokeDevice(  # noqa: N802
         self, request: gw_pb2.RevokeDeviceRequest, context: Context
     ) -> gw_pb2.RevokeDeviceResponse:
         await self._gate("RevokeDevice", context)

@@ -16,7 +16,7 @@ __all__ = ["DEV_ADMIN_TOKEN", "DeviceGatewaySettings"]
 
 # Development-only admin token: accepted for CreateEnrollmentToken from loopback callers when
 # environment == development, so the simulated fleet can enrol itself. Refused elsewhere.
-DEV_ADMIN_TOKEN = "langerhans-dev-admin"
+DEV_ADMIN_TOKEN = "langerhans-dev-admin"  # noqa: S105 - development bootstrap, loopback only
 
 
 class DeviceGatewaySettings(ServiceSettings):

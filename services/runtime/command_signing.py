@@ -9,6 +9,7 @@ hub pins public keys by id at enrolment and a rotated key gets a new id.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -22,11 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf.message import DecodeError
 from langerhans.device.v1 import device_pb2
 
+from services.runtime.settings import var_dir
+
 __all__ = [
     "CommandSigner",
     "SignatureFailure",
     "SignatureRejectedError",
     "TrustedKeys",
+    "dev_signing_key_paths",
     "generate_signing_key",
     "key_id_for",
     "load_public_key",
@@ -110,6 +114,27 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path} does not hold an Ed25519 public key")
     return key
+
+
+def dev_signing_key_paths(keys_dir: Path | None = None) -> tuple[Path, Path]:
+    """Development only: the shared command-signing pair `var/keys/command-signing.pem` (the
+    dosing engine signs with it) and `.pub` (the device gateway pins it and hands it to hubs).
+
+    Created once by whichever process asks first; the public key is always derived from the
+    private key, so two processes starting together cannot end up with mismatched halves.
+    """
+    directory = keys_dir or var_dir() / "keys"
+    private, public = directory / "command-signing.pem", directory / "command-signing.pub"
+    if not private.exists():
+        # another process may win the race: then its key is the one
+        with contextlib.suppress(FileExistsError):
+            write_private_key(generate_signing_key(), private)
+    if not public.exists():
+        signer = load_signer(private)
+        tmp = public.with_suffix(f".pub.{os.getpid()}.tmp")
+        write_public_key(signer.public_key, tmp)
+        tmp.replace(public)
+    return private, public
 
 
 class SignatureFailure(enum.Enum):

@@ -131,9 +131,11 @@ def start_gateway(
         if process.poll() is not None:
             raise RuntimeError(f"gateway exited: {log_path.read_text()[-3000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", ports[1]), timeout=0.2):
-                with socket.create_connection(("127.0.0.1", ports[0]), timeout=0.2):
-                    return gw
+            with (
+                socket.create_connection(("127.0.0.1", ports[1]), timeout=0.2),
+                socket.create_connection(("127.0.0.1", ports[0]), timeout=0.2),
+            ):
+                return gw
         except OSError:
             time.sleep(0.2)
     gw.stop()

@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives import serialization
 
 from edge.agent import AgentConfig, EdgeAgent, momentum_projection_mg_dl
 from edge.client import HubIdentity
+from edge.drivers.base import CommandAck
 from edge.drivers.simulated import SimCgm, SimPump
 from edge.limits import AgeGroup, provision_limits
 from services.runtime.clock import FixedClock
-from services.runtime.command_signing import generate_signing_key
+from services.runtime.command_signing import CommandSigner, generate_signing_key
 from sim.drivers import SimulatedPerson
 from sim.person import make_person
 from tests.device_gateway.harness import make_command
@@ -24,7 +25,7 @@ N_COMMANDS = 1_000
 
 def _agent(
     tmp_path: Path, clock: FixedClock, ack_loss_rate: float
-) -> tuple[EdgeAgent, SimPump, object]:
+) -> tuple[EdgeAgent, SimPump, CommandSigner]:
     signer = generate_signing_key()
     raw = signer.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     identity = HubIdentity("hub-test", "person-test", "serial", tmp_path, {signer.key_id: raw})
@@ -51,7 +52,7 @@ def test_lost_acks_pause_dosing_and_are_never_resent(tmp_path: Path) -> None:
     pump_calls: list[str] = []
     original = pump.set_temp_basal
 
-    async def counting(rate_u_per_h: float, duration_min: int):  # type: ignore[no-untyped-def]
+    async def counting(rate_u_per_h: float, duration_min: int) -> CommandAck:
         pump_calls.append(current[0])
         return await original(rate_u_per_h, duration_min)
 
@@ -130,7 +131,8 @@ def test_momentum_projection_sees_a_falling_glucose() -> None:
 
     falling = [(t0 + timedelta(minutes=5 * k), 120.0 - 3.0 * 5 * k) for k in range(4)]
     projected = momentum_projection_mg_dl(falling, 30.0)
-    assert projected is not None and projected < 80.0
+    assert projected is not None
+    assert projected < 80.0
     flat = [(t0 + timedelta(minutes=5 * k), 110.0) for k in range(4)]
     assert momentum_projection_mg_dl(flat, 30.0) == 110.0
     assert momentum_projection_mg_dl(falling[:1], 30.0) is None

@@ -111,7 +111,8 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
             if status.state == S.PUMP_COMMAND_STATE_EXECUTED:
                 break
             time.sleep(0.2)
-        assert status is not None and status.state == S.PUMP_COMMAND_STATE_EXECUTED
+        assert status is not None
+        assert status.state == S.PUMP_COMMAND_STATE_EXECUTED
         states = [t.state for t in status.transitions]
         assert states[:2] == [S.PUMP_COMMAND_STATE_QUEUED, S.PUMP_COMMAND_STATE_SENT]
         assert S.PUMP_COMMAND_STATE_RECEIVED in states
@@ -138,10 +139,10 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
         assert agent.outbox.depth <= 3
 
         # --- readings lost = 0, in order
+        window = (outage_start - timedelta(minutes=30), agent.clock.now() - timedelta(minutes=10))
         expected = [
-            r.timestamp for r in hub.person.readings if outage_start - timedelta(minutes=30) <= r.timestamp
-            and r.timestamp <= agent.clock.now() - timedelta(minutes=10)
-        ]  # fmt: skip
+            r.timestamp for r in hub.person.readings if window[0] <= r.timestamp <= window[1]
+        ]
         raw = [
             cgm_pb2.RawCgmReading.FromString(d)
             for d in _records("cgm.readings.raw.v1", patient, servers)
