@@ -29,6 +29,11 @@ def _body(path: str, method: str) -> dict[str, Any] | None:
         },
         "/nightscout/secret": {"secret": "a-long-enough-secret"},
         "/nightscout/tokens": {"name": "follower"},
+        "/bolus-calculator": {"carbs_g": 30},
+        "/bolus-requests": {"carbs_g": 30},
+        "/confirm": {},
+        "/acknowledge": {},
+        "/snooze": {"duration_min": 15},
     }
     for suffix, body in bodies.items():
         if path.endswith(suffix):
@@ -93,7 +98,14 @@ def test_fifty_strangers_get_nothing_from_any_person_endpoint(client, app, engin
 
     routes = person_routes(app)
     assert len(routes) >= 15, routes
-    ids = {"person_id": owner.id, "share_id": share_id, "token_id": token, "clinic_id": "x"}
+    ids = {
+        "person_id": owner.id,
+        "share_id": share_id,
+        "token_id": token,
+        "clinic_id": "x",
+        "request_id": str(uuid.uuid4()),
+        "alert_id": "x",
+    }
 
     def url(path: str) -> str:
         return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
@@ -131,7 +143,12 @@ def test_fifty_strangers_get_nothing_from_any_person_endpoint(client, app, engin
         if method == "DELETE":
             continue
         response = client.request(method, url(path), json=_body(path, method), headers=owner.auth)
-        owner_ok += response.status_code < 400
+        # 503: past the access check, at a backend service this test does not run.
+        owner_ok += (
+            response.status_code < 400
+            or response.status_code == 503
+            or "no such bolus request" in response.text  # the random request id
+        )
     assert owner_ok == len([r for r in routes if r[0] != "DELETE"])
 
 
