@@ -100,6 +100,7 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
         hub_offline_after_s=settings.hub_offline_after_s,
         peripheral_silent_after_s=settings.peripheral_silent_after_s,
         on_outbox_write=relay.wake,
+        in_flight_grace_s=settings.in_flight_grace_s,
     )
     dev_digest = token_digest(DEV_ADMIN_TOKEN) if settings.environment == "development" else None
 
@@ -163,6 +164,8 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
                     await asyncio.wait_for(stop_event.wait(), settings.expiry_sweep_interval_s)
                 try:
                     await gateway.expire_queued()
+                    await gateway.deliver_pending()
+                    await gateway.mark_overdue_uncertain()
                 except Exception:
                     log.exception("expiry sweep failed")
         finally:

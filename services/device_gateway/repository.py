@@ -421,22 +421,47 @@ def transitions_of(session: Session, command_id: str) -> list[dict[str, object]]
     return [dict(r) for r in rows]
 
 
-def queued_for(session: Session, device_ids: Sequence[str], now: datetime) -> list[CommandRow]:
-    """Queued, unexpired commands of these devices, in sequence order."""
-    out: list[CommandRow] = []
+def offerable_for(session: Session, device_id: str, now: datetime) -> list[CommandRow]:
+    """Unexpired QUEUED or SENT commands of a device, in sequence order (SENT ones may never
+    have reached the hub: the replica that claimed them can crash before writing them)."""
+    rows = session.execute(
+        select(commands)
+        .where(
+            commands.c.device_id == device_id,
+            commands.c.state.in_([1, 2]),  # QUEUED, SENT
+            commands.c.expires_at > now,
+        )
+        .order_by(commands.c.sequence)
+    ).mappings()
+    return [_command(r) for r in rows]
+
+
+def devices_with_queued(session: Session, device_ids: Sequence[str], now: datetime) -> set[str]:
+    """Which of these devices have unexpired QUEUED commands."""
+    found: set[str] = set()
     for start in range(0, len(device_ids), 500):
         chunk = list(device_ids[start : start + 500])
         rows = session.execute(
-            select(commands)
+            select(commands.c.device_id)
             .where(
                 commands.c.device_id.in_(chunk),
-                commands.c.state == 1,
+                commands.c.state == 1,  # QUEUED
                 commands.c.expires_at > now,
             )
-            .order_by(commands.c.device_id, commands.c.sequence)
-        ).mappings()
-        out.extend(_command(r) for r in rows)
-    return out
+            .distinct()
+        )
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
+def overdue_in_flight(session: Session, cutoff: datetime, limit: int = 500) -> list[CommandRow]:
+    """SENT or RECEIVED commands that expired before `cutoff` with no final outcome."""
+    rows = session.execute(
+        select(commands)
+        .where(commands.c.state.in_([2, 3]), commands.c.expires_at <= cutoff)  # SENT, RECEIVED
+        .limit(limit)
+    ).mappings()
+    return [_command(r) for r in rows]
 
 
 def expired_queued(session: Session, now: datetime, limit: int = 500) -> list[CommandRow]:

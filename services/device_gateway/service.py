@@ -80,8 +80,14 @@ _ALLOWED_FROM: dict[int, frozenset[int]] = {
             S.PUMP_COMMAND_STATE_UNCERTAIN,
         }
     ),
+    # a hub reports EXPIRED only for a command it never handed to the pump
     S.PUMP_COMMAND_STATE_EXPIRED: frozenset(
-        {S.PUMP_COMMAND_STATE_QUEUED, S.PUMP_COMMAND_STATE_SENT, S.PUMP_COMMAND_STATE_RECEIVED}
+        {
+            S.PUMP_COMMAND_STATE_QUEUED,
+            S.PUMP_COMMAND_STATE_SENT,
+            S.PUMP_COMMAND_STATE_RECEIVED,
+            S.PUMP_COMMAND_STATE_UNCERTAIN,
+        }
     ),
     S.PUMP_COMMAND_STATE_UNCERTAIN: frozenset(
         {S.PUMP_COMMAND_STATE_SENT, S.PUMP_COMMAND_STATE_RECEIVED}
@@ -112,6 +118,8 @@ class HubStream:
     last_command_sequence: int
     outgoing: asyncio.Queue[gw_pb2.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     cloud_sequence: int = 0
+    # command ids written to this stream (a SENT command is re-offered once per stream)
+    offered: set[str] = field(default_factory=set)
     closed_reason: str | None = None
     failure: ServiceError | None = None
 
@@ -142,6 +150,7 @@ class DeviceGateway:
         hub_offline_after_s: float,
         peripheral_silent_after_s: float,
         on_outbox_write: Callable[[], None] = lambda: None,
+        in_flight_grace_s: float = 120.0,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -154,6 +163,7 @@ class DeviceGateway:
         self._offline_after = dt.timedelta(seconds=hub_offline_after_s)
         self._silent_after = dt.timedelta(seconds=peripheral_silent_after_s)
         self._wake_relay = on_outbox_write
+        self._in_flight_grace = dt.timedelta(seconds=in_flight_grace_s)
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-db")
         self.streams: dict[str, HubStream] = {}
         self._delivery_locks: dict[str, asyncio.Lock] = {}
@@ -463,6 +473,18 @@ class DeviceGateway:
         allowed = _ALLOWED_FROM.get(outcome.state)
         if allowed is None:
             raise InvalidArgument("a hub may report only RECEIVED or a final state")
+        if outcome.rejection_reason == R.PUMP_COMMAND_REJECTION_REASON_DUPLICATE:
+            # The hub refused a second copy (a re-offer after a reconnect, or a replay). It says
+            # nothing about the command itself: the first copy's outcome is the one that counts.
+            repository.add_transition(
+                session,
+                outcome.command_id,
+                command.state,
+                now,
+                reason=outcome.rejection_reason,
+                detail="hub refused a second copy (duplicate); state unchanged",
+            )
+            return
         moved = repository.set_command_state(
             session,
             outcome.command_id,
@@ -624,7 +646,15 @@ class DeviceGateway:
         )
 
     async def deliver(self, device_id: str) -> None:
-        """Claim this device's queued commands (atomically, across replicas) and send them."""
+        """Send this device's unexpired commands that the hub has not seen on this stream.
+
+        QUEUED commands are claimed with an atomic QUEUED → SENT update (across replicas).
+        SENT commands are re-offered once per stream: the replica that marked one SENT may have
+        crashed, or the stream may have died, before the hub got it. Re-offering is safe — the
+        hub refuses a command id it has seen (DUPLICATE) and any sequence not above the last it
+        accepted — and a command the hub already accepted is skipped here anyway, since its
+        sequence is not above the hub's `last_command_sequence`.
+        """
         lock = self._delivery_locks.setdefault(device_id, asyncio.Lock())
         async with lock:
             stream = self.streams.get(device_id)
@@ -632,36 +662,48 @@ class DeviceGateway:
                 return
             now = self.now()
             after = stream.last_command_sequence
+            offered = set(stream.offered)
 
-            def work(session: Session) -> list[bytes]:
-                claimed: list[bytes] = []
-                for row in repository.queued_for(session, [device_id], now):
-                    if row.sequence <= after:
-                        continue  # the hub already accepted a later sequence: it would refuse it
-                    if repository.set_command_state(
+            def work(session: Session) -> list[tuple[str, bytes]]:
+                claimed: list[tuple[str, bytes]] = []
+                for row in repository.offerable_for(session, device_id, now):
+                    if row.sequence <= after or row.command_id in offered:
+                        continue  # the hub already accepted this or a later sequence
+                    reoffer = row.state == S.PUMP_COMMAND_STATE_SENT
+                    if not repository.set_command_state(
                         session,
                         row.command_id,
                         S.PUMP_COMMAND_STATE_SENT,
                         now,
-                        only_from=[S.PUMP_COMMAND_STATE_QUEUED],
+                        only_from=[row.state],
                         delivered_by_replica=self.replica_id,
                     ):
-                        repository.add_transition(
-                            session,
-                            row.command_id,
-                            S.PUMP_COMMAND_STATE_SENT,
-                            now,
-                            detail=self.replica_id,
-                        )
+                        continue  # another replica claimed it or an outcome moved it on
+                    detail = (
+                        f"re-offered by {self.replica_id} (was sent by "
+                        f"{row.delivered_by_replica or 'unknown'})"
+                        if reoffer
+                        else self.replica_id
+                    )
+                    repository.add_transition(
+                        session, row.command_id, S.PUMP_COMMAND_STATE_SENT, now, detail=detail
+                    )
+                    if not reoffer:
                         events.publish_outcome(
                             session, self._outcome(row, S.PUMP_COMMAND_STATE_SENT, now), self._clock
                         )
-                        claimed.append(row.signed_command)
+                    else:
+                        log.info(
+                            "re-offering a command left at SENT",
+                            extra={"command_id": row.command_id, "device_id": device_id},
+                        )
+                    claimed.append((row.command_id, row.signed_command))
                 return claimed
 
-            for raw in await self._db(work, writes_outbox=True):
+            for command_id, raw in await self._db(work, writes_outbox=True):
                 signed = device_pb2.SignedPumpCommand()
                 signed.ParseFromString(raw)
+                stream.offered.add(command_id)
                 stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
 
     async def expire_queued(self) -> int:
@@ -691,6 +733,53 @@ class DeviceGateway:
                         self._outcome(
                             row, S.PUMP_COMMAND_STATE_EXPIRED, now, reason, "expired while queued"
                         ),
+                        self._clock,
+                    )
+                    count += 1
+            return count
+
+        return await self._db(work, writes_outbox=True)
+
+    async def deliver_pending(self) -> int:
+        """Safety net for routing: deliver QUEUED commands of the streams this replica holds.
+
+        pump.commands.v1 is the fast path; a replica whose consumer was not yet assigned (it
+        starts at the end of the topic) or missed a record still finds the command here.
+        """
+        held = list(self.streams)
+        if not held:
+            return 0
+        now = self.now()
+        pending = await self._db(lambda s: repository.devices_with_queued(s, held, now))
+        for device_id in pending:
+            await self.deliver(device_id)
+        return len(pending)
+
+    async def mark_overdue_uncertain(self) -> int:
+        """SENT or RECEIVED commands with no final outcome `in_flight_grace` after they expired
+        become UNCERTAIN: the gateway cannot know whether the pump executed them. A later hub
+        outcome (from its durable outbox) still settles them as EXECUTED, REJECTED or EXPIRED.
+        """
+        now = self.now()
+        cutoff = now - self._in_flight_grace
+
+        def work(session: Session) -> int:
+            count = 0
+            for row in repository.overdue_in_flight(session, cutoff):
+                if repository.set_command_state(
+                    session,
+                    row.command_id,
+                    S.PUMP_COMMAND_STATE_UNCERTAIN,
+                    now,
+                    only_from=[row.state],
+                ):
+                    detail = "no outcome from the hub after expiry"
+                    repository.add_transition(
+                        session, row.command_id, S.PUMP_COMMAND_STATE_UNCERTAIN, now, detail=detail
+                    )
+                    events.publish_outcome(
+                        session,
+                        self._outcome(row, S.PUMP_COMMAND_STATE_UNCERTAIN, now, detail=detail),
                         self._clock,
                     )
                     count += 1

@@ -47,6 +47,8 @@ class DeviceGatewaySettings(ServiceSettings):
     hub_offline_after_s: float = Field(default=180.0, gt=0)
     peripheral_silent_after_s: float = Field(default=15 * 60.0, gt=0)
     expiry_sweep_interval_s: float = Field(default=1.0, gt=0)
+    # SENT/RECEIVED commands with no final outcome this long after expiry become UNCERTAIN
+    in_flight_grace_s: float = Field(default=120.0, ge=0)
 
     @model_validator(mode="after")
     def _production_needs_real_ca(self) -> DeviceGatewaySettings:

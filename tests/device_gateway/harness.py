@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from langerhans.device.v1 import device_gateway_service_pb2 as gw_pb2
 from langerhans.device.v1 import device_gateway_service_pb2_grpc as gw_grpc
 from langerhans.device.v1 import device_pb2
 
+from edge.fleet import SimulatedHub, build_simulated_hub
+from edge.settings import EdgeSettings
 from services.device_gateway.pki import ensure_device_ca
 from services.runtime.command_signing import CommandSigner, generate_signing_key, write_public_key
 from services.runtime.settings import REPO_ROOT
 
 __all__ = [
+    "AgentThread",
     "GatewayProcess",
     "clock_env",
+    "edge_settings",
     "free_port",
     "make_command",
     "new_signer",
     "start_gateway",
 ]
+
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -62,6 +73,7 @@ class GatewayProcess:
     enroll_addr: str
     ca_path: Path
     log_path: Path
+    replica_id: str
 
     def stub(self) -> gw_grpc.DeviceGatewayServiceStub:
         return gw_grpc.DeviceGatewayServiceStub(grpc.insecure_channel(self.service_addr))
@@ -86,6 +98,7 @@ def start_gateway(
     db_path: Path | None = None,
     ca_dir: Path | None = None,
     ports: list[int] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> GatewayProcess:
     """A device-gateway process with its own SQLite file, CA and ports; waits until it serves."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -100,7 +113,7 @@ def start_gateway(
         "LANGERHANS_GRPC_PORT": str(ports[0]),
         "LANGERHANS_HUB_PORT": str(ports[1]),
         "LANGERHANS_ENROLL_PORT": str(ports[2]),
-        "LANGERHANS_REPLICA_ID": f"test-{replica}-{uuid.uuid4().hex[:6]}",
+        "LANGERHANS_REPLICA_ID": f"replica-{replica}-{uuid.uuid4().hex[:6]}",
         "LANGERHANS_COMMAND_PUBLIC_KEY_PATHS": json.dumps([str(public_key)]),
         "LANGERHANS_DEVICE_CA_CERT_PATH": str(ca_dir / "ca.pem"),
         "LANGERHANS_DEVICE_CA_KEY_PATH": str(ca_dir / "ca-key.pem"),
@@ -108,6 +121,7 @@ def start_gateway(
         "LANGERHANS_LOG_JSON": "false",
         "LANGERHANS_HUB_TLS_CERT_PATH": str(ca_dir / "gateway.pem"),
         "LANGERHANS_HUB_TLS_KEY_PATH": str(ca_dir / "gateway-key.pem"),
+        **(extra_env or {}),
     }
     log_path = directory / f"gateway-{replica}.log"
     with log_path.open("ab") as log_file:
@@ -125,6 +139,7 @@ def start_gateway(
         f"127.0.0.1:{ports[2]}",
         ca_dir / "ca.pem",
         log_path,
+        env["LANGERHANS_REPLICA_ID"],
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -140,6 +155,60 @@ def start_gateway(
             time.sleep(0.2)
     gw.stop()
     raise RuntimeError("gateway did not start in 60 s")
+
+
+def edge_settings(
+    gw: GatewayProcess, state_root: Path, clock: dict[str, str], **overrides: object
+) -> EdgeSettings:
+    """Edge settings pointing at `gw`, on the same (possibly accelerated) clock."""
+    return EdgeSettings(
+        device_gateway_addr=gw.service_addr,
+        hub_addr=gw.hub_addr,
+        enroll_addr=gw.enroll_addr,
+        gateway_ca_path=gw.ca_path,
+        state_root=state_root,
+        clock_speed=float(clock["LANGERHANS_CLOCK_SPEED"]),
+        clock_sim_start=datetime.fromisoformat(clock["LANGERHANS_CLOCK_SIM_START"]),
+        clock_real_start_epoch_s=float(clock["LANGERHANS_CLOCK_REAL_START_EPOCH_S"]),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+class AgentThread:
+    """A simulated hub (edge agent) running on its own event loop in a thread."""
+
+    def __init__(self, settings: EdgeSettings, index: int, name_prefix: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.hub: SimulatedHub = self.loop.run_until_complete(
+            build_simulated_hub(settings, index, name_prefix=name_prefix)
+        )
+        self.agent = self.hub.agent
+        self._stop = asyncio.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.agent.run(self._stop),), daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout_s: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def wait_connected(self, timeout_s: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.agent.link.connected:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+        self.agent.close()
+        self.loop.close()
 
 
 def make_command(
