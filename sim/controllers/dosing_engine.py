@@ -59,6 +59,7 @@ class LoopTuning:
     meal_bolus: bool = True  # the person boluses for announced carbs with the calculator
     meal_bolus_fraction: float = 1.0  # share of the calculated meal bolus given up front
     subtract_iob_from_meal: bool = True
+    late_carbs_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
     isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
     # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
     # from the 500 rule, which under-doses meals with these people (in-silico tuning)
@@ -237,7 +238,14 @@ class DosingEngineController:
             return None
         meal_u = 0.0
         if inp.carbs and self.tuning.meal_bolus and not pump.suspended:
-            meal_u = self._meal_bolus_u(inp, sum(c.carbs_g for c in inp.carbs))
+            # carbs entered late are partly absorbed (and already in the glucose the correction
+            # sees): bolus only for the part still to come
+            remaining_g = sum(
+                c.carbs_g
+                * min(1.0, max(0.0, 1.0 - (inp.t_min - c.t_min) / self.tuning.late_carbs_min))
+                for c in inp.carbs
+            )
+            meal_u = self._meal_bolus_u(inp, remaining_g)
         out = self._decide(inp, meal_u)
         action = Action(int(out[Out.ACTION]))
         enact = bool(out[Out.ENACT])
