@@ -373,7 +373,7 @@ class DeviceGateway:
                     "device_id": identity.device_id,
                     "claimed_device_id": device_id,
                     "claimed_patient_id": patient_id,
-                    "message": what,
+                    "hub_message": what,
                 },
             )
             raise IdentityMismatchError("a hub may only speak for itself")

@@ -23,7 +23,7 @@ from langerhans.device.v1 import device_gateway_service_pb2_grpc as gw_grpc
 
 from services.device_gateway.pki import DeviceIdentity, identity_from_certificate
 from services.device_gateway.service import DeviceGateway, HubStream
-from services.runtime.errors import PermissionDenied, ServiceError, Unauthenticated
+from services.runtime.errors import PermissionDenied, ServiceError, Unauthenticated, Unavailable
 from services.runtime.security import token_digest
 
 __all__ = ["ENROLL_METHODS", "HUB_METHODS", "SERVICE_METHODS", "DeviceGatewayServicer"]
@@ -165,6 +165,8 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
             raise
         except Exception:
             log.exception("hub stream failed", extra={"device_id": stream.identity.device_id})
+            # end with an error status, never OK: the hub must not take it for a clean close
+            stream.failure = Unavailable("the gateway failed on this stream; reconnect")
             stream.close("internal error")
 
     async def _beat(self, stream: HubStream) -> None:
