@@ -7,7 +7,8 @@ delivered from the event loop (never inside the write that caused them), after a
 delay, and only while the link that was up when they were sent is still up.
 
 Fault injection: `drop_link()`, `lose_next(uuid, n)` (the device acts, its answer is lost),
-`corrupt_next(uuid, n)` (one octet flipped: the E2E-CRC no longer matches), `delay_s(uuid, s)`
+`corrupt_next(uuid, n)` (one octet flipped: the E2E-CRC no longer matches; `corrupt_next_write`
+for the client's writes), `delay_s(uuid, s)`
 (a late answer), `link_available = False` (connect fails).
 """
 
@@ -58,6 +59,7 @@ class _Characteristic:
 class _Faults:
     lose: dict[str, int] = field(default_factory=dict)
     corrupt: dict[str, int] = field(default_factory=dict)
+    corrupt_write: dict[str, int] = field(default_factory=dict)
     delay_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -138,6 +140,10 @@ class SimulatedGattPeripheral:
     def corrupt_next(self, uuid: str, count: int = 1) -> None:
         self._faults.corrupt[uuid] = self._faults.corrupt.get(uuid, 0) + count
 
+    def corrupt_next_write(self, uuid: str, count: int = 1) -> None:
+        """Flip one octet of the client's next write(s) on its way to the device."""
+        self._faults.corrupt_write[uuid] = self._faults.corrupt_write.get(uuid, 0) + count
+
     def delay(self, uuid: str, seconds: float) -> None:
         self._faults.delay_s[uuid] = seconds
 
@@ -189,6 +195,12 @@ class SimulatedGattPeripheral:
         char = self._char(uuid)
         if char.write is None:
             raise TransportError(f"{self.name}: {uuid} is not writable")
+        if self._faults.corrupt_write.get(uuid, 0) > 0 and data:
+            self._faults.corrupt_write[uuid] -= 1
+            self.corrupted += 1
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0x10
+            data = bytes(flipped)
         char.write(bytes(data))
 
     async def subscribe(self, uuid: str, callback: NotificationCallback) -> None:
