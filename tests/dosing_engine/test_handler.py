@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.dosing_engine.events import COMMANDS_TOPIC, DECISIONS_TOPIC, handle
-from services.dosing_engine.model import ts_seconds
+from services.dosing_engine.model import to_timestamp, ts_seconds
 from services.runtime.clock import FixedClock
 from services.runtime.command_signing import CommandSigner, TrustedKeys
 from services.runtime.kafka.envelope import new_envelope
@@ -145,3 +145,24 @@ def test_uncertain_delivery_stops_automatic_dosing(sessions, clock, signer) -> N
         clock.current = t
         _send(sessions, clock, signer, reading(P, t, last.glucose_mg_dl + 4.0 * i))
     assert len(_commands(sessions, signer)) == len(first)
+
+
+def test_pump_history_becomes_insulin_on_board(sessions, clock, signer) -> None:
+    from langerhans.pump.v1 import pump_pb2
+
+    from tests.dosing_engine.conftest import pump_event
+
+    _send(sessions, clock, signer, settings_changed(P, common_pb2.LOOP_MODE_OPEN_LOOP))
+    t0 = START - timedelta(minutes=30)
+    started = pump_pb2.BolusStarted(bolus_id="b1", programmed_insulin_u=3.0)
+    _send(sessions, clock, signer, pump_event(P, t0, bolus_started=started))
+    delivered = pump_pb2.BolusDelivered(bolus_id="b1", programmed_insulin_u=3.0,
+                                        delivered_insulin_u=2.0)  # fmt: skip
+    delivered.started_at.CopyFrom(to_timestamp(t0.timestamp()))
+    _send(
+        sessions, clock, signer, pump_event(P, t0 + timedelta(minutes=2), bolus_delivered=delivered)
+    )
+    _send(sessions, clock, signer, reading(P, START, 120.0))
+    decision = dosing_pb2.DosingDecision.FromString(_outbox(sessions, DECISIONS_TOPIC)[-1])
+    # what the pump delivered (2 U, 30 min ago), not what was programmed
+    assert 1.6 < decision.iob_u < 2.0
