@@ -35,6 +35,10 @@ def glucose(offset_min: int) -> float:
     return 180.0 - 2.0 * offset_min
 
 
+def paused(tracker: UncertainDeliveryTracker) -> bool:
+    return tracker.automatic_dosing_paused
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -230,7 +234,7 @@ async def test_lost_answer_is_unconfirmed_and_history_reconciles(clock, pump, tm
         await driver.bolus(BolusShape(3.2))
     assert not isinstance(info.value, PumpRefusedError)
     tracker.unconfirmed(cmd.command_id, str(info.value))
-    assert tracker.automatic_dosing_paused
+    assert paused(tracker)
     assert driver.unconfirmed == 1
 
     await advance(clock, pump, 5)
@@ -243,7 +247,7 @@ async def test_lost_answer_is_unconfirmed_and_history_reconciles(clock, pump, tm
     else:
         assert resolution.state is DeliveryState.ABSENT
         assert pump.delivered_bolus_u == 0
-    assert not tracker.automatic_dosing_paused
+    assert not paused(tracker)
     tracker.close()
 
 
