@@ -238,8 +238,15 @@ def upload_treatments(
     for created_ms, doc in prepared:
         identifier = doc.get("identifier")
         row = repo.treatment_by_identifier(person_id, identifier) if identifier else None
+        same_slot = repo.treatment(person_id, created_ms, doc["eventType"])
+        if row is not None and same_slot is not None and same_slot is not row:
+            # Moving this treatment onto another one's time and type would merge two records
+            # (and break their uniqueness): refuse the upload (found by tests/fuzz).
+            raise InvalidRequest(
+                f"treatment {identifier!r} would take the time and eventType of another one"
+            )
         if row is None:
-            row = repo.treatment(person_id, created_ms, doc["eventType"])
+            row = same_slot
         if row is None:
             row = NsTreatment(
                 id=_object_id(),
@@ -339,7 +346,7 @@ def upload_profile(
         if not isinstance(store, dict) or not store:
             raise InvalidRequest(f"item {i}: a profile needs a non-empty 'store' object")
         default = doc.get("defaultProfile")
-        if default is not None and default not in store:
+        if default is not None and (not isinstance(default, str) or default not in store):
             raise InvalidRequest(f"item {i}: defaultProfile '{default}' is not in the store")
         start_ms = _time_ms(doc, ("startDate", "mills", "created_at"), i, now)
         if start_ms is None:

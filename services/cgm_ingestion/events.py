@@ -6,6 +6,7 @@ outgoing events into the outbox in the runner's transaction; it never commits or
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -93,10 +94,16 @@ _REASONS = {
 
 
 def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawReading:
-    device_time = message.measured_at.ToDatetime(UTC) if message.HasField("measured_at") else None
+    device_time = None
+    if message.HasField("measured_at"):
+        # Outside protobuf's Timestamp range (years 1-9999) it is no time at all: rejected
+        # as missing rather than raising out of the handler (found by tests/fuzz).
+        with contextlib.suppress(ValueError):
+            device_time = message.measured_at.ToDatetime(UTC)
     started = None
     if device_time is not None and message.sensor_age_min:
-        started = device_time - timedelta(minutes=message.sensor_age_min)
+        with contextlib.suppress(OverflowError):  # an age reaching before year 1: unknown
+            started = device_time - timedelta(minutes=message.sensor_age_min)
     unit = _UNITS.get(message.glucose.unit, f"unit#{message.glucose.unit}")
     return RawReading(
         patient_id=message.patient_id,
