@@ -143,6 +143,10 @@ bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus �
 bench-api: setup kafka-up ## Gateway: last-24-h glucose under load and live fan-out: RESULT api … / RESULT stream …
 	@$(PY) -m bench.api
 
+.PHONY: bench-edge
+bench-edge: setup kafka-up ## Edge agent RSS/CPU, device-gateway concurrent hub streams and command p99: RESULT edge …
+	@$(PY) -m bench.edge
+
 .PHONY: bench-ingest
 bench-ingest: setup kafka-up ## raw CGM reading → validated reading (and alerts) over Kafka: RESULT ingest …
 	@$(PY) -m bench.ingest
