@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,6 +19,7 @@ from gateway.access import Caller, PatientContext, Permission, Role, permissions
 from gateway.accounts.repository import AccountRepository, RefreshTokenRepository
 from gateway.errors import AppError, Forbidden, NotFound, Unauthenticated
 from gateway.runtime import Runtime
+from gateway.security.access_cache import AccessGuard
 from gateway.security.tokens import APP_AUDIENCE, AccessClaims
 from gateway.settings import GatewaySettings
 from services.runtime.clock import Clock
@@ -30,17 +31,22 @@ __all__ = [
     "PatientSettingsEditor",
     "PatientTreater",
     "PatientViewer",
+    "PatientViewerCached",
     "RuntimeDep",
     "SessionDep",
     "SettingsDep",
+    "access_guard",
     "bearer_token",
+    "cached_patient_access",
+    "check_live",
     "end_read_transaction",
     "patient_access",
     "verify_live_token",
 ]
 
 
-def get_runtime(request: Request) -> Runtime:
+# Pure lookups are `async def`: FastAPI runs a plain `def` dependency on a worker thread.
+async def get_runtime(request: Request) -> Runtime:
     runtime = request.app.state.runtime
     assert isinstance(runtime, Runtime)
     return runtime
@@ -49,11 +55,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> GatewaySettings:
+async def get_settings(runtime: RuntimeDep) -> GatewaySettings:
     return runtime.settings
 
 
-def get_clock(runtime: RuntimeDep) -> Clock:
+async def get_clock(runtime: RuntimeDep) -> Clock:
     return runtime.clock
 
 
@@ -99,7 +105,7 @@ def end_read_transaction(session: Session) -> None:
 _bearer = HTTPBearer(auto_error=False, description="access token from /api/v1/auth/token")
 
 
-def bearer_token(
+async def bearer_token(  # async: pure, so no worker-thread hop
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -112,12 +118,17 @@ def verify_live_token(
 ) -> AccessClaims:
     """Decode the token and check its session was not revoked and its account is enabled."""
     claims = runtime.tokens.decode(token, audience)
+    check_live(session, claims)
+    return claims
+
+
+def check_live(session: Session, claims: AccessClaims) -> None:
+    """The database half of a token check: its session not revoked, its account enabled."""
     if not RefreshTokenRepository(session).family_is_live(claims.session_id, claims.subject):
         raise Unauthenticated("session revoked")
     account = AccountRepository(session).get(claims.subject)
     if account is None or account.disabled or account.role != claims.role:
         raise Unauthenticated("account not active")
-    return claims
 
 
 def get_current_user(
@@ -149,7 +160,35 @@ def patient_access(permission: Permission) -> Callable[..., PatientContext]:
     return check
 
 
+def access_guard(app: Any) -> AccessGuard:
+    """The app's cached access check for hot read routes (one per app, made on first use)."""
+    guard = getattr(app.state, "access_guard", None)
+    if guard is None:
+        runtime = app.state.runtime
+        guard = AccessGuard(runtime.engine, runtime.session_factory, check_live)
+        app.state.access_guard = guard
+    assert isinstance(guard, AccessGuard)
+    return guard
+
+
+def cached_patient_access(permission: Permission) -> Callable[..., Awaitable[PatientContext]]:
+    """Like `patient_access`, on the event loop, with the database half remembered while the
+    database is unchanged (`security.access_cache`). For read routes (view) only."""
+
+    async def check(
+        request: Request,
+        person_id: Annotated[str, Path(min_length=1, max_length=36)],
+        token: Annotated[str, Depends(bearer_token)],
+    ) -> PatientContext:
+        claims = request.app.state.runtime.tokens.decode(token, APP_AUDIENCE)
+        return await access_guard(request.app).patient(claims, person_id, permission)
+
+    return check
+
+
 PatientViewer = Annotated[PatientContext, Depends(patient_access(Permission.VIEW))]
+# The same check as PatientViewer, for hot read routes that touch no SessionDep.
+PatientViewerCached = Annotated[PatientContext, Depends(cached_patient_access(Permission.VIEW))]
 PatientTreater = Annotated[PatientContext, Depends(patient_access(Permission.REMOTE_BOLUS))]
 PatientSettingsEditor = Annotated[PatientContext, Depends(patient_access(Permission.EDIT_SETTINGS))]
 PatientOwner = Annotated[PatientContext, Depends(patient_access(Permission.MANAGE))]

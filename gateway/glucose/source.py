@@ -45,11 +45,18 @@ class NightscoutEntriesSource:
     def readings(
         self, person_id: str, start: datetime, end: datetime, limit: int
     ) -> Sequence[GlucoseReading]:
+        return [reading for _, reading in self.readings_ms(person_id, start, end, limit)]
+
+    def readings_ms(
+        self, person_id: str, start: datetime, end: datetime, limit: int
+    ) -> list[tuple[int, GlucoseReading]]:
+        """As `readings`, each with its stored time in epoch milliseconds (exact, for paging)."""
         start_ms = int(start.timestamp() * 1000)
         end_ms = int(end.timestamp() * 1000)
         with self._session_factory() as session:
-            rows = session.scalars(
-                select(NsEntry)
+            rows = session.execute(
+                select(NsEntry.id, NsEntry.date_ms, NsEntry.sgv, NsEntry.direction,
+                       NsEntry.device, NsEntry.doc)
                 .where(
                     NsEntry.person_id == person_id,
                     NsEntry.type == "sgv",
@@ -59,20 +66,20 @@ class NightscoutEntriesSource:
                 )
                 .order_by(NsEntry.date_ms.desc())
                 .limit(limit)
-            ).all()
-        out: list[GlucoseReading] = []
-        for row in rows:
-            assert row.sgv is not None
-            delta = row.doc.get("delta")
+            ).all()  # fmt: skip
+            session.rollback()
+        out: list[tuple[int, GlucoseReading]] = []
+        for record_id, date_ms, sgv, direction, device, doc in rows:
+            assert sgv is not None
+            delta = doc.get("delta") if isinstance(doc, dict) else None
             rate = float(delta) / 5.0 if isinstance(delta, int | float) else None
-            out.append(
-                GlucoseReading(
-                    record_id=row.id,
-                    time=datetime.fromtimestamp(row.date_ms / 1000, tz=UTC),
-                    glucose_mg_dl=row.sgv,
-                    trend=row.direction,
-                    trend_rate_mg_dl_per_min=rate,
-                    device=row.device,
-                )
+            reading = GlucoseReading(
+                record_id=record_id,
+                time=datetime.fromtimestamp(date_ms / 1000, tz=UTC),
+                glucose_mg_dl=sgv,
+                trend=direction,
+                trend_rate_mg_dl_per_min=rate,
+                device=device,
             )
+            out.append((date_ms, reading))
         return out

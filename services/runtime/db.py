@@ -82,8 +82,28 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_service_engine(service: str, database_url: str | None = None, **kwargs: Any) -> Engine:
-    """Engine for `service`'s own schema (PostgreSQL) or own SQLite file (default)."""
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, _record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")  # a write through a read-only engine fails loudly
+    cursor.close()
+
+
+def _sqlite_begin_deferred(connection: Any) -> None:
+    # Pure reads: a DEFERRED transaction reads one WAL snapshot without the write lock, so
+    # readers never queue behind each other or behind a writer.
+    connection.exec_driver_sql("BEGIN DEFERRED")
+
+
+def create_service_engine(
+    service: str, database_url: str | None = None, *, read_only: bool = False, **kwargs: Any
+) -> Engine:
+    """Engine for `service`'s own schema (PostgreSQL) or own SQLite file (default).
+
+    `read_only=True` (SQLite) gives an engine for pure reads: DEFERRED transactions that do
+    not take the write lock, on connections that refuse writes (`PRAGMA query_only`).
+    Everything that may write keeps the default engine (IMMEDIATE transactions).
+    """
     schema = schema_name(service)
     if database_url:
         url = normalise_database_url(database_url)
@@ -93,8 +113,8 @@ def create_service_engine(service: str, database_url: str | None = None, **kwarg
         url = f"sqlite:///{db_dir / schema}.sqlite3"
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "connect", _sqlite_read_only if read_only else _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_deferred if read_only else _sqlite_begin)
         return engine
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
     with engine.begin() as connection:
