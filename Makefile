@@ -134,6 +134,31 @@ test: setup buf-lint buf-breaking helm-check kafka-up browser-deps ## run the wh
 test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
 	@$(VENV)/bin/pytest -m "not kafka and not postgres and not browser and not slow" $(PYTEST_ARGS)
 
+# Whole-platform fault scenarios; figures collected in var/reliability/figures.json.
+.PHONY: test-reliability
+test-reliability: setup kafka-up ## whole platform under SIGKILL, broker restarts, partitions: RESULT reliability …
+	@mkdir -p var/reliability && rm -f var/reliability/figures.json
+	@LANGERHANS_RELIABILITY=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS); \
+	  status=$$?; $(PY) -m tests.reliability.report; exit $$status
+
+.PHONY: fuzz
+fuzz: setup ## fuzz every parser (BLE, envelopes, signed commands, CGM, Nightscout), ~25× make test's budget
+	@LANGERHANS_FUZZ=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS); \
+	  status=$$?; $(PY) -m tests.reliability.report fuzz; exit $$status
+
+# Supply-chain tools: their own cached virtualenv, like checkov's.
+SUPPLY_VENV := var/tools/supply-chain
+SUPPLY_TOOLS := $(SUPPLY_VENV)/bin/pip-audit
+
+$(SUPPLY_TOOLS):
+	@echo "==> installing cyclonedx-bom, bandit and pip-audit into $(SUPPLY_VENV) (once)"
+	@$(PY_SYS) -m venv $(SUPPLY_VENV)
+	@$(SUPPLY_VENV)/bin/pip install -q cyclonedx-bom==7.5.0 bandit==1.9.4 pip-audit==2.10.1
+
+.PHONY: supply-chain
+supply-chain: setup $(SUPPLY_TOOLS) ## CycloneDX SBOM (var/sbom.json), bandit, pip-audit: RESULT supply_chain …
+	@$(PY) scripts/supply_chain.py --tools $(SUPPLY_VENV)/bin
+
 # ------------------------------------------------------------------ benchmarks
 .PHONY: bench-bus
 bench-bus: setup kafka-up ## Kafka backbone throughput and latency: RESULT bus …

@@ -381,7 +381,9 @@ def set_secret(
         raise InvalidRequest(
             f"the Nightscout API secret needs at least {MIN_SECRET_CHARS} characters"
         )
-    sha1_hex = hashlib.sha1(secret.encode()).hexdigest()  # noqa: S324 - Nightscout's wire format
+    # Nightscout clients send SHA-1(secret) as the credential: it is the wire format, not our
+    # protection; at rest only HMAC-SHA-256(pepper, that hex) is kept (docs/security.md).
+    sha1_hex = hashlib.sha1(secret.encode()).hexdigest()  # noqa: S324  # nosec B324 wire format
     digest = keyed_digest(pepper, sha1_hex)
     repo = NightscoutRepository(session)
     row = repo.secret(ctx.person_id)
