@@ -40,7 +40,9 @@ NETWORK_HINTS = (
 
 
 def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=REPO_ROOT, text=True, capture_output=True, check=False, **kwargs)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, text=True, capture_output=True, check=False, **kwargs
+    )
 
 
 def sbom(tools: Path, python: Path, out: Path) -> int:
@@ -158,7 +160,8 @@ def pip_audit(tools: Path, python: Path, out: Path) -> int | None:
     for dependency in vulnerable:
         for vuln in dependency["vulns"]:
             fixes = ", ".join(vuln.get("fix_versions", [])) or "no fix yet"
-            print(f"  {dependency['name']} {dependency['version']}: {vuln['id']} (fixed in {fixes})")
+            name, version = dependency["name"], dependency["version"]
+            print(f"  {name} {version}: {vuln['id']} (fixed in {fixes})")
     return count
 
 
