@@ -59,7 +59,11 @@ class LoopTuning:
     meal_bolus: bool = True  # the person boluses for announced carbs with the calculator
     meal_bolus_fraction: float = 1.0  # share of the calculated meal bolus given up front
     subtract_iob_from_meal: bool = True
-    late_carbs_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
+    late_carbs_min: float = 120.0
+    # after a reading < 70 mg/dL the person has most likely eaten rescue carbs the loop does not
+    # know about: no micro-boluses (temp basals only) for this long, so the rise they cause is
+    # not chased with SMBs (oref0 similarly disables SMB on sudden rises)
+    post_low_no_smb_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
     isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
     # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
     # from the 500 rule, which under-doses meals with these people (in-silico tuning)
@@ -114,6 +118,7 @@ class DosingEngineController:
         self._pending_bolus: int | None = None  # programmed, delivered amount not yet known
         self._carbs: list[tuple[float, float, float]] = []
         self._last_smb_s: float | None = None
+        self._last_low_s = -math.inf
         self._out = np.empty(N_OUT)
         self.decisions = 0
 
@@ -175,6 +180,11 @@ class DosingEngineController:
         pump = inp.pump
         params = self._template.params.copy()
         params[Param.NOW_S] = now_s
+        if (
+            self.tuning.mode == Mode.CLOSED_LOOP_SMB
+            and now_s - self._last_low_s < self.tuning.post_low_no_smb_min * 60.0
+        ):
+            params[Param.MODE] = float(Mode.CLOSED_LOOP)
         running = pump.temp_basal_u_per_h
         if pump.suspended:
             running = 0.0
@@ -228,6 +238,8 @@ class DosingEngineController:
         now_s = inp.t_min * 60.0
         self._record_events(inp)
         if inp.cgm is not None:
+            if inp.cgm.glucose_mg_dl < 70:
+                self._last_low_s = now_s
             self._cgm_t.append(now_s)
             self._cgm_g.append(float(min(max(inp.cgm.glucose_mg_dl, 39), 401)))
         for c in inp.carbs:
