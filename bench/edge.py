@@ -85,21 +85,15 @@ async def _hub_client(args: argparse.Namespace) -> None:
     from langerhans.device.v1 import device_pb2
 
     hubs, ca_pem, signer = _client_inputs(args)
-    welcomed = 0
-    failed = 0
+    failures: dict[str, int] = {}
     pending: dict[str, tuple[float, asyncio.Future[float]]] = {}
     queues: dict[str, asyncio.Queue[gw_pb2.ConnectRequest | None]] = {}
+    live: set[str] = set()  # device ids whose stream is open
     stop = asyncio.Event()
     all_welcomed = asyncio.Event()
 
-    async def hub(entry: dict[str, str]) -> None:
-        nonlocal welcomed, failed
+    async def session(entry: dict[str, str], credentials: grpc.ChannelCredentials) -> None:
         device_id = entry["device_id"]
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=ca_pem,
-            private_key=entry["key"].encode(),
-            certificate_chain=entry["cert"].encode(),
-        )
         queue: asyncio.Queue[gw_pb2.ConnectRequest | None] = asyncio.Queue()
         queues[device_id] = queue
         sequence = 0
@@ -113,44 +107,58 @@ async def _hub_client(args: argparse.Namespace) -> None:
             gw_pb2.ConnectRequest(hub_sequence=0, hello=gw_pb2.HubHello(device_id=device_id))
         )
         options = [("grpc.keepalive_time_ms", 60_000)]
-        try:
-            async with aio.secure_channel(args.hub_addr, credentials, options=options) as ch:
-                call = gw_grpc.DeviceGatewayServiceStub(ch).Connect(requests())
-                async for response in call:
-                    kind = response.WhichOneof("payload")
-                    if kind == "welcome":
-                        sequence = response.welcome.acked_hub_sequence
-                        welcomed += 1
-                        if welcomed + failed == len(hubs):
-                            all_welcomed.set()
-                    elif kind == "signed_command":
-                        command = device_pb2.PumpCommand.FromString(response.signed_command.command)
-                        sequence += 1
-                        outcome_of[sequence] = command.command_id
-                        queue.put_nowait(
-                            gw_pb2.ConnectRequest(
-                                hub_sequence=sequence,
-                                command_outcome=device_pb2.PumpCommandOutcome(
-                                    command_id=command.command_id,
-                                    device_id=device_id,
-                                    patient_id=entry["patient_id"],
-                                    sequence=command.sequence,
-                                    state=device_pb2.PUMP_COMMAND_STATE_EXECUTED,
-                                ),
-                            )
+        async with aio.secure_channel(args.hub_addr, credentials, options=options) as ch:
+            call = gw_grpc.DeviceGatewayServiceStub(ch).Connect(requests())
+            async for response in call:
+                kind = response.WhichOneof("payload")
+                if kind == "welcome":
+                    live.add(device_id)
+                    sequence = response.welcome.acked_hub_sequence
+                    if len(live) == len(hubs):
+                        all_welcomed.set()
+                elif kind == "signed_command":
+                    command = device_pb2.PumpCommand.FromString(response.signed_command.command)
+                    sequence += 1
+                    outcome_of[sequence] = command.command_id
+                    queue.put_nowait(
+                        gw_pb2.ConnectRequest(
+                            hub_sequence=sequence,
+                            command_outcome=device_pb2.PumpCommandOutcome(
+                                command_id=command.command_id,
+                                device_id=device_id,
+                                patient_id=entry["patient_id"],
+                                sequence=command.sequence,
+                                state=device_pb2.PUMP_COMMAND_STATE_EXECUTED,
+                            ),
                         )
-                    elif kind == "telemetry_ack":
-                        acked = response.telemetry_ack.hub_sequence
-                        for seq in [s for s in outcome_of if s <= acked]:
-                            started = pending.pop(outcome_of.pop(seq), None)
-                            if started is not None and not started[1].done():
-                                started[1].set_result(time.monotonic() - started[0])
-        except aio.AioRpcError as exc:
-            if not stop.is_set():
-                failed += 1
-                print(f"  hub {device_id[:12]} stream failed: {exc.code().name}", flush=True)
-                if welcomed + failed == len(hubs):
-                    all_welcomed.set()
+                    )
+                elif kind == "telemetry_ack":
+                    acked = response.telemetry_ack.hub_sequence
+                    for seq in [s for s in outcome_of if s <= acked]:
+                        started = pending.pop(outcome_of.pop(seq), None)
+                        if started is not None and not started[1].done():
+                            started[1].set_result(time.monotonic() - started[0])
+
+    async def hub(entry: dict[str, str]) -> None:
+        """Like a real hub: keep the stream up, reconnect with a short backoff."""
+        device_id = entry["device_id"]
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca_pem,
+            private_key=entry["key"].encode(),
+            certificate_chain=entry["cert"].encode(),
+        )
+        while not stop.is_set():
+            try:
+                await session(entry, credentials)
+            except aio.AioRpcError as exc:
+                if stop.is_set():
+                    return
+                phase = "after welcome" if device_id in live else "before welcome"
+                failures[f"{exc.code().name} {phase}: {exc.details()}"] = (
+                    failures.get(f"{exc.code().name} {phase}: {exc.details()}", 0) + 1
+                )
+            live.discard(device_id)
+            await asyncio.sleep(random.uniform(1.0, 3.0))
 
     tasks = []
     for i, entry in enumerate(hubs):
@@ -159,7 +167,11 @@ async def _hub_client(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)  # pace the TLS handshakes
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_welcomed.wait(), args.connect_timeout_s)
-    print(json.dumps({"event": "connected", "welcomed": welcomed, "failed": failed}), flush=True)
+    print(
+        json.dumps({"event": "connected", "welcomed": len(live), "failures": failures}),
+        flush=True,
+    )
+    failures.clear()
 
     # wait for the go signal (the parent checks the gateway side first)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -195,21 +207,31 @@ async def _hub_client(args: argparse.Namespace) -> None:
                 gw_pb2.SendCommandRequest(signed_command=signer.sign(command)), timeout=30
             )
 
-        live = [h for h in hubs if h["device_id"] in queues]
+        by_id = {h["device_id"]: h for h in hubs}
         sends = []
         next_at = time.monotonic()
         while time.monotonic() < deadline:
-            sends.append(asyncio.create_task(one(rng.choice(live))))
+            sends.append(asyncio.create_task(one(by_id[rng.choice(sorted(live))])))
             next_at += interval_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await asyncio.gather(*sends, return_exceptions=True)
+        if futures:
+            await asyncio.wait(futures, timeout=15)
         for future in futures:
-            try:
-                rtts_s.append(await asyncio.wait_for(asyncio.shield(future), 10))
-            except TimeoutError:
+            if future.done():
+                rtts_s.append(future.result())
+            else:
                 lost += 1
     print(
-        json.dumps({"event": "commands", "rtt_ms": [r * 1000 for r in rtts_s], "lost": lost}),
+        json.dumps(
+            {
+                "event": "commands",
+                "rtt_ms": [r * 1000 for r in rtts_s],
+                "lost": lost,
+                "held": len(live),
+                "failures": failures,
+            }
+        ),
         flush=True,
     )
     stop.set()
@@ -494,6 +516,8 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
                 doc = json.loads(line)
                 if doc["event"] == "connected":
                     welcomed += doc["welcomed"]
+                    for reason, n in doc["failures"].items():
+                        print(f"  connect phase: {n} × {reason}", flush=True)
                     break
             else:
                 print(line, end="")
@@ -516,6 +540,7 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
         proc.stdin.flush()
     rtts: list[float] = []
     lost = 0
+    held = 0
     for proc in procs:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -524,6 +549,9 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
                 if doc["event"] == "commands":
                     rtts.extend(doc["rtt_ms"])
                     lost += doc["lost"]
+                    held += doc["held"]
+                    for reason, n in doc["failures"].items():
+                        print(f"  command phase: {n} × {reason}", flush=True)
                     break
             else:
                 print(line, end="")
@@ -535,6 +563,7 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
             proc.kill()
     return {
         "welcomed": welcomed,
+        "held_at_end": held,
         "connect_s": connect_s,
         "gateway_rss_mb": gw_rss,
         "gateway_cpu_pct": gw_cpu,
@@ -633,7 +662,8 @@ def main() -> int:
     print(
         f"commands: {rtts.size} round trips, lost {streams['lost']}, p50 {p50:.1f} ms, "
         f"p99 {p99:.1f} ms; gateway cpu {streams['gateway_cpu_pct']:.0f} % of a core, "
-        f"rss {streams['gateway_rss_mb']:.0f} MB with {streams['welcomed']} streams",
+        f"rss {streams['gateway_rss_mb']:.0f} MB; streams open at start {streams['welcomed']}, "
+        f"at end {streams['held_at_end']}",
         flush=True,
     )
     print(f"load average: {os.getloadavg()[0]:.2f} (2-core machine shared with other work)")
@@ -642,7 +672,7 @@ def main() -> int:
     print(f"plot: {plot}")
     print(
         f"RESULT edge rss_mb={agent['rss_mb']:.1f} cpu_pct={agent['cpu_pct']:.2f} "
-        f"streams={streams['welcomed']} cmd_p99_ms={p99:.1f}"
+        f"streams={min(streams['welcomed'], streams['held_at_end'])} cmd_p99_ms={p99:.1f}"
     )
     return 0
 
