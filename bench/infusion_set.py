@@ -102,17 +102,8 @@ def _infusion_condition(
     open_kinds: set[AlertKind],
     params: InfusionSetParams,
 ) -> bool:
-    if params is DEFAULT_INFUSION_SET:
-        verdict = evaluate(state, settings, now, open_kinds).get(AlertKind.INFUSION_SET_FAILURE)
-        return bool(verdict and verdict.active)
-    from services.alerts import rules
-
-    saved = rules.DEFAULT_INFUSION_SET
-    rules.DEFAULT_INFUSION_SET = params
-    try:
-        verdict = evaluate(state, settings, now, open_kinds).get(AlertKind.INFUSION_SET_FAILURE)
-    finally:
-        rules.DEFAULT_INFUSION_SET = saved
+    verdicts = evaluate(state, settings, now, open_kinds, infusion_set=params)
+    verdict = verdicts.get(AlertKind.INFUSION_SET_FAILURE)
     return bool(verdict and verdict.active)
 
 

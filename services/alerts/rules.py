@@ -204,7 +204,7 @@ def infusion_set_evidence(
     state: PatientState,
     settings: AlertSettings,
     now: datetime,
-    params: InfusionSetParams = DEFAULT_INFUSION_SET,
+    params: InfusionSetParams | None = None,
 ) -> InfusionSetEvidence | None:
     """Glucose rising far more than announced carbs explain while insulin is being delivered.
 
@@ -215,6 +215,7 @@ def infusion_set_evidence(
     rebound from treating it is expected), no set change within the window. A dislodged
     cannula shows as the meal bolus or the corrections (and the basal) having no effect.
     """
+    params = params or DEFAULT_INFUSION_SET
     latest = state.latest_glucose()
     if latest is None or now - latest.time > CURRENT_READING_MAX_AGE:
         return None
@@ -262,6 +263,7 @@ def evaluate(
     settings: AlertSettings,
     now: datetime,
     open_kinds: Collection[AlertKind] = (),
+    infusion_set: InfusionSetParams | None = None,
 ) -> dict[AlertKind, Condition]:
     """Every rule's verdict at `now`; `open_kinds` selects the resolve thresholds."""
     out: dict[AlertKind, Condition] = {}
@@ -320,7 +322,7 @@ def evaluate(
             if projection
             else "",
         )
-        evidence = infusion_set_evidence(state, settings, now)
+        evidence = infusion_set_evidence(state, settings, now, infusion_set)
         if AlertKind.INFUSION_SET_FAILURE in open_kinds and evidence is None:
             # Stays open until glucose comes down clearly or the set is changed.
             peak = max((p.glucose_mg_dl for p in state.glucose[-24:]), default=g)
