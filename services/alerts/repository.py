@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     or_,
     select,
     update,
@@ -113,6 +114,23 @@ deliveries = Table(
 
 dedupe.include_in(metadata)
 _RETRYABLE = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
+
+# Prepared once: building a statement per call costs more than running it (hot path).
+_select_state = select(patient_states.c.state_json).where(
+    patient_states.c.patient_id == bindparam("b_patient")
+)
+_update_state = (
+    update(patient_states)
+    .where(patient_states.c.patient_id == bindparam("b_patient"))
+    .values(state_json=bindparam("b_json"), updated_at_us=bindparam("b_at"))
+)
+_insert_state = patient_states.insert()
+_select_settings = select(alert_settings.c.settings_json).where(
+    alert_settings.c.patient_id == bindparam("b_patient")
+)
+_select_open = select(alerts).where(
+    alerts.c.patient_id == bindparam("b_patient"), alerts.c.open_key.is_not(None)
+)
 
 
 def _us(value: datetime | None) -> int | None:
@@ -234,21 +252,18 @@ class AlertRepository:
 
     # -- person state
     def load_state(self, patient_id: str) -> PatientState | None:
-        text = self._session.execute(
-            select(patient_states.c.state_json).where(patient_states.c.patient_id == patient_id)
-        ).scalar_one_or_none()
+        text = self._session.execute(_select_state, {"b_patient": patient_id}).scalar_one_or_none()
         return PatientState.from_json(json.loads(text)) if text else None
 
     def save_state(self, state: PatientState, now: datetime) -> None:
-        values = {"state_json": json.dumps(state.to_json()), "updated_at_us": _us(now)}
+        text, at = json.dumps(state.to_json()), _us(now)
         result = self._session.execute(
-            update(patient_states)
-            .where(patient_states.c.patient_id == state.patient_id)
-            .values(**values)
+            _update_state, {"b_patient": state.patient_id, "b_json": text, "b_at": at}
         )
         if not getattr(result, "rowcount", 0):
             self._session.execute(
-                patient_states.insert().values(patient_id=state.patient_id, **values)
+                _insert_state,
+                {"patient_id": state.patient_id, "state_json": text, "updated_at_us": at},
             )
 
     def patient_ids(self) -> list[str]:
@@ -257,7 +272,7 @@ class AlertRepository:
     # -- settings and plans
     def settings(self, patient_id: str) -> AlertSettings:
         text = self._session.execute(
-            select(alert_settings.c.settings_json).where(alert_settings.c.patient_id == patient_id)
+            _select_settings, {"b_patient": patient_id}
         ).scalar_one_or_none()
         return AlertSettings.from_json(json.loads(text)) if text else AlertSettings()
 
@@ -315,9 +330,7 @@ class AlertRepository:
 
     # -- alerts
     def open_alerts(self, patient_id: str) -> dict[AlertKind, Alert]:
-        rows = self._session.execute(
-            select(alerts).where(alerts.c.patient_id == patient_id, alerts.c.open_key.is_not(None))
-        )
+        rows = self._session.execute(_select_open, {"b_patient": patient_id})
         found = [_alert(r) for r in rows]
         return {a.kind: a for a in found}
 
