@@ -193,17 +193,21 @@ async def _followers(base: str, person_id: str, carers: list[str], n: int, readi
             subprotocols=[Subprotocol("langerhans.v1"), Subprotocol(f"bearer.{token}")],
             open_timeout=60,
             ping_interval=None,
+            compression=None,  # the gateway serves without per-message deflate
         ) as ws:
             assert json.loads(await ws.recv())["type"] == "ready"
             await ws.send(json.dumps({"type": "subscribe", "person_ids": [person_id]}))
             assert json.loads(await ws.recv())["person_ids"] == [person_id]
             ready += 1
             got = 0
-            while got < readings:
-                msg = json.loads(await asyncio.wait_for(ws.recv(), 120))
-                if msg["type"] == "reading":
-                    receipts.append((msg["data"]["record_id"], time.time(), msg["published_at"]))
-                    got += 1
+            async with asyncio.timeout(180):  # one timer, not a task per message
+                while got < readings:
+                    msg = json.loads(await ws.recv())
+                    if msg["type"] == "reading":
+                        receipts.append(
+                            (msg["data"]["record_id"], time.time(), msg["published_at"])
+                        )
+                        got += 1
 
     tasks = []
     for i in range(n):
@@ -221,7 +225,7 @@ async def _followers(base: str, person_id: str, carers: list[str], n: int, readi
 
 # ---------------------------------------------------------------------- wrk
 # Each connection waits `pace_ms` after every answer (0 = as fast as possible): 64 connections
-# pacing 53 ms offer about 1,200 req/s while the gateway keeps up.
+# pacing 49 ms offer about 1,300 req/s (~1,100 arrive: the wait follows each answer).
 _WRK_SCRIPT = """
 wrk.headers["Authorization"] = "Bearer %s"
 local pace_ms = %d
@@ -301,6 +305,31 @@ class _Load:
         }
 
 
+# ---------------------------------------------------------------------- CPU accounting
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by `pids` (Linux /proc; 0 elsewhere).
+
+    On a shared machine wall-clock latency depends on everyone's load; CPU per request or
+    per delivered message does not, so it is the figure to compare between changes.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 # ---------------------------------------------------------------------- main
 def _p99_ms(values: list[float]) -> float:
     ordered = sorted(values)
@@ -311,7 +340,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rate", type=int, default=1200, help="offered req/s of the p99 rounds")
+    parser.add_argument("--rate", type=int, default=1300, help="offered req/s of the p99 rounds")
     parser.add_argument("--load", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--followers", type=int, default=1000)
@@ -326,7 +355,9 @@ def main() -> int:
         return 0
     if args.role == "followers":
         a = json.loads(args.args)
-        asyncio.run(_followers(a["base"], a["person_id"], a["carers"], a["n"], a["readings"]))
+        import uvloop
+
+        uvloop.run(_followers(a["base"], a["person_id"], a["carers"], a["n"], a["readings"]))
         return 0
 
     from cryptography.hazmat.primitives import serialization
@@ -350,7 +381,10 @@ def main() -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.api:make_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+         # Frames are ~300 bytes of JSON serialised once per event; deflate would compress
+         # them again per follower (a separate context per connection).
+         "--ws-per-message-deflate", "false"],
         env=env, cwd=REPO_ROOT,
     )  # fmt: skip
     try:
@@ -381,10 +415,14 @@ def main() -> int:
         pace_ms = round(1000 * args.concurrency / args.rate)
         _say(f"API: {args.concurrency} connections ({tool}) on GET {path}")
         load.round(2, 0)  # warm-up
+        workers = _children(server.pid)
+        cpu0 = _cpu_s(workers)
         top = load.round(args.seconds, 0)
+        cpu_ms_per_req = 1000 * (_cpu_s(workers) - cpu0) / max(1, top["requests"])
         _say(f"API capacity (as fast as the connections go, {args.seconds:.0f} s): "
              f"{top['rps']:.0f} req/s, p50 {top['p50_ms']:.1f} ms, p99 {top['p99_ms']:.1f} ms, "
              f"{top['errors']:.0f} errors")  # fmt: skip
+        _say(f"API: gateway CPU {cpu_ms_per_req:.2f} ms per request (both workers)")
         _say(f"API at about {args.rate} req/s (each connection waits {pace_ms} ms after an "
              f"answer): {args.rounds} x {args.seconds:.0f} s")  # fmt: skip
         rounds = []
@@ -410,8 +448,11 @@ def main() -> int:
         assert followers.stdout is not None
         first = json.loads(followers.stdout.readline())
         _say(f"stream: {first['ready']} followers subscribed; publishing {args.readings} readings")
+        cpu0, f_cpu0 = _cpu_s(workers), _cpu_s([followers.pid])
         sent_at = _publish(seeded["person_id"], args.readings)
         rest = followers.stdout.read()
+        gw_cpu_ms = 1000 * (_cpu_s(workers) - cpu0) / args.readings
+        f_cpu_ms = 1000 * (_cpu_s([followers.pid]) - f_cpu0) / args.readings
         followers.wait(timeout=180)
         receipts = json.loads(rest.strip().splitlines()[-1])["receipts"]
         delays = [t - sent_at[rid] for rid, t, _ in receipts if rid in sent_at]
@@ -423,6 +464,8 @@ def main() -> int:
         p50_ms = 1000 * sorted(delays)[len(delays) // 2]
         _say(f"stream: p99 send->hub {_p99_ms(to_hub):.1f} ms, hub->follower "
              f"{_p99_ms(fan_out):.1f} ms; p50 total {p50_ms:.1f} ms")  # fmt: skip
+        _say(f"stream: CPU per reading: gateway {gw_cpu_ms:.0f} ms, followers process "
+             f"{f_cpu_ms:.0f} ms (for {first['ready']} deliveries)")  # fmt: skip
         _say(f"stream: {len(delays)} receipts of {args.readings * args.followers} expected, "
              f"p99 {stream_p99:.1f} ms")  # fmt: skip
         print(f"RESULT api rps={rps:.0f} p99_ms={api_p99:.1f}")

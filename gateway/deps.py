@@ -181,7 +181,10 @@ def cached_patient_access(permission: Permission) -> Callable[..., Awaitable[Pat
         token: Annotated[str, Depends(bearer_token)],
     ) -> PatientContext:
         claims = request.app.state.runtime.tokens.decode(token, APP_AUDIENCE)
-        return await access_guard(request.app).patient(claims, person_id, permission)
+        guard = access_guard(request.app)
+        version = guard.watch.version()
+        request.state.data_version = version  # one look per request (GlucosePages reuses it)
+        return await guard.patient(claims, person_id, permission, version)
 
     return check
 

@@ -57,5 +57,6 @@ async def glucose(
     start_at: datetime = start or end_at - timedelta(hours=24)
     if start_at >= end_at or end_at - start_at > MAX_RANGE:
         raise InvalidRequest("start must be before end, and the range at most 90 days")
-    body = await glucose_pages(request.app).page(ctx.person_id, start_at, end_at, limit)
+    version = getattr(request.state, "data_version", None)
+    body = await glucose_pages(request.app).page(ctx.person_id, start_at, end_at, limit, version)
     return Response(body, media_type="application/json")

@@ -85,12 +85,24 @@ class GlucosePages:
             self._cacheable = read_source
         self._loaded: dict[str, _Loaded] = {}
 
-    async def page(self, person_id: str, start: datetime, end: datetime, limit: int) -> bytes:
-        """`GlucosePage` JSON: readings with start <= time < end, newest first, at most limit."""
+    async def page(
+        self,
+        person_id: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        version: int | None = None,
+    ) -> bytes:
+        """`GlucosePage` JSON: readings with start <= time < end, newest first, at most limit.
+
+        `version`: the request's earlier look at the change watch, if it took one (any look
+        before this read is as good as a fresh one; see access_cache.AccessGuard.patient).
+        """
         if self._cacheable is None or end - start > _MAX_CACHED_RANGE:
             return await anyio.to_thread.run_sync(self._direct, person_id, start, end, limit)
         start_ms, end_ms = _ms(start), _ms(end)
-        version = self._watch.version()  # before reading: see access_cache.AccessGuard
+        if version is None:
+            version = self._watch.version()
         loaded = self._loaded.get(person_id)
         if (
             loaded is None
@@ -112,9 +124,7 @@ class GlucosePages:
             next_end = datetime.fromtimestamp(loaded.times_ms[first] / 1000, tz=UTC)
         return page_json(items, next_end)
 
-    def _load(
-        self, person_id: str, start: datetime, end: datetime, version: Any
-    ) -> _Loaded | None:
+    def _load(self, person_id: str, start: datetime, end: datetime, version: Any) -> _Loaded | None:
         assert self._cacheable is not None
         lo, hi = start - _MARGIN, end + _MARGIN
         rows = self._cacheable.readings_ms(person_id, lo, hi, _MAX_CACHED_READINGS + 1)

@@ -112,15 +112,17 @@ class AccessGuard:
                 session.rollback()
 
     async def patient(
-        self, claims: AccessClaims, person_id: str, permission: Permission
+        self, claims: AccessClaims, person_id: str, permission: Permission, version: int | None
     ) -> PatientContext:
-        """The caller's permissions over `person_id`; 401 / 404 / 403 exactly as the deps do."""
+        """The caller's permissions over `person_id`; 401 / 404 / 403 exactly as the deps do.
+
+        `version` is `watch.version()` read by the caller before anything else of the request
+        (the request's later reads may reuse it): a commit after that look only makes an entry
+        look older than it is (dropped on the next look), never newer.
+        """
         if claims.audience != APP_AUDIENCE:
             raise NotFound("no such person, or no access")
         caller = Caller(claims.subject, Role(claims.role), claims.session_id)
-        # Read the version before the database: a commit in between only makes the entry
-        # look older than it is (dropped on the next look), never newer.
-        version = self.watch.version()
         key = (claims.session_id, claims.subject, claims.role, person_id)
         cached = self._granted.get(key) if version is not None else None
         if cached is not None and cached.version == version:
