@@ -7,7 +7,7 @@ else: shapes are the protobuf messages; endpoints turn them into wire shapes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -24,11 +24,15 @@ from langerhans.dosing.v1 import dosing_engine_service_pb2 as dosing_pb
 from langerhans.dosing.v1 import dosing_engine_service_pb2_grpc as dosing_grpc
 
 from gateway.clients.base import ServiceChannels, map_rpc_error
+from gateway.errors import ServiceUnavailable
 
 __all__ = ["ServiceClients", "timestamp"]
 
 R = TypeVar("R")
 MAX_PAGES = 20
+PAGE_SIZE = 1000  # the glucose service's largest page
+READING_INTERVAL = timedelta(minutes=5)  # the usual CGM rate, to size the first window
+MAX_WINDOWS = 12
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -137,14 +141,38 @@ class ServiceClients:
     async def list_readings(
         self, patient_id: str, start: datetime, end: datetime, limit: int, request_id: str | None
     ) -> list[cgm_pb2.CgmReading]:
-        """Readings with start <= measured_at < end, newest first, at most `limit`."""
+        """Readings with start <= measured_at < end, newest first, at most `limit`.
+
+        The service lists a range oldest first, so taking its first `limit` readings would give
+        the OLDEST ones whenever the range holds more (a 1-minute CGM, a long range). Ask for
+        the newest part of the range instead: a window sized for `limit` readings at the usual
+        5-minute rate, widened until it holds `limit` readings or reaches `start`, narrowed when
+        it holds more than the page budget.
+        """
+        window = READING_INTERVAL * (limit + 1)
+        for _ in range(MAX_WINDOWS):
+            low = max(start, end - window)
+            got = await self._readings_between(patient_id, low, end, request_id)
+            if got is None:  # more than the page budget in this window: its newer half
+                window /= 2
+                continue
+            if len(got) >= limit or low <= start:
+                got.sort(key=lambda r: r.measured_at.ToNanoseconds(), reverse=True)
+                return got[:limit]
+            window *= 4
+        raise ServiceUnavailable("the glucose service listed too many readings; narrow the range")
+
+    async def _readings_between(
+        self, patient_id: str, start: datetime, end: datetime, request_id: str | None
+    ) -> list[cgm_pb2.CgmReading] | None:
+        """Every reading in [start, end), or None when that takes more than MAX_PAGES pages."""
         out: list[cgm_pb2.CgmReading] = []
         token = ""
         for _ in range(MAX_PAGES):
             request = cgm_pb.ListReadingsRequest(
                 patient_id=patient_id,
                 range=common_pb2.TimeRange(start_time=timestamp(start), end_time=timestamp(end)),
-                page_size=min(500, limit - len(out)),
+                page_size=PAGE_SIZE,
                 page_token=token,
             )
             page = await self._call(
@@ -156,10 +184,9 @@ class ServiceClients:
             )
             out.extend(page.readings)
             token = page.next_page_token
-            if not token or len(out) >= limit:
-                break
-        out.sort(key=lambda r: r.measured_at.ToNanoseconds(), reverse=True)
-        return out[:limit]
+            if not token:
+                return out
+        return None
 
     async def ingest_readings(
         self, readings: list[cgm_pb2.RawCgmReading], request_id: str | None
