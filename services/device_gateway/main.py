@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -158,6 +159,7 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
                 "replica_id": settings.replica_id,
             },
         )
+        next_revocation_check = 0.0
         try:
             while not stop_event.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -166,6 +168,11 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
                     await gateway.expire_queued()
                     await gateway.deliver_pending()
                     await gateway.mark_overdue_uncertain()
+                    if time.monotonic() >= next_revocation_check:
+                        await gateway.close_revoked()
+                        next_revocation_check = (
+                            time.monotonic() + settings.cloud_heartbeat_interval_s
+                        )
                 except Exception:
                     log.exception("expiry sweep failed")
         finally:

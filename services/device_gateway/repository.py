@@ -285,6 +285,20 @@ def is_revoked(session: Session, cert_serial: str) -> bool:
     return row is not None
 
 
+def revoked_among(session: Session, cert_serials: Sequence[str]) -> set[str]:
+    """Which of these certificate serials are on the revocation list."""
+    found: set[str] = set()
+    for start in range(0, len(cert_serials), 500):
+        chunk = list(cert_serials[start : start + 500])
+        rows = session.execute(
+            select(revoked_certificates.c.cert_serial).where(
+                revoked_certificates.c.cert_serial.in_(chunk)
+            )
+        )
+        found.update(str(r[0]) for r in rows)
+    return found
+
+
 def revoke(
     session: Session,
     device: DeviceRow,

@@ -172,7 +172,7 @@ class DeviceGatewayServicer(gw_grpc.DeviceGatewayServiceServicer):
     async def _beat(self, stream: HubStream) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            await self._gw.heartbeat(stream)
+            self._gw.heartbeat(stream)
 
     # ------------------------------------------------------------------ commands and status
     async def SendCommand(  # noqa: N802
