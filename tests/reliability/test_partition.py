@@ -11,6 +11,7 @@ executed from the stale backlog after the link returns — must be 0.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,27 @@ class Rig:
         request = gw_pb2.GetCommandStatusRequest(command_id=command_id)
         state: int = self.gw.stub().GetCommandStatus(request, timeout=5).status.state
         return state
+
+    def lifecycle(self, command: device_pb2.PumpCommand) -> str:
+        """How the gateway's persisted lifecycle of `command` ends.
+
+        "final": starts QUEUED, ends EXECUTED / REJECTED / EXPIRED with that last transition
+        recorded (and an executed one passed SENT and RECEIVED); "uncertain": ends UNCERTAIN
+        (written into a stream that was already dead; the hub never answered); "open": still
+        QUEUED / SENT / RECEIVED, or a step missing.
+        """
+        request = gw_pb2.GetCommandStatusRequest(command_id=command.command_id)
+        status = self.gw.stub().GetCommandStatus(request, timeout=5).status
+        states = [t.state for t in status.transitions]
+        if not states or states[0] != S.PUMP_COMMAND_STATE_QUEUED or states[-1] != status.state:
+            return "open"
+        if status.state == S.PUMP_COMMAND_STATE_UNCERTAIN:
+            return "uncertain"
+        if status.state == S.PUMP_COMMAND_STATE_EXECUTED:
+            passed = {S.PUMP_COMMAND_STATE_SENT, S.PUMP_COMMAND_STATE_RECEIVED} <= set(states)
+            return "final" if passed else "open"
+        final = {S.PUMP_COMMAND_STATE_REJECTED, S.PUMP_COMMAND_STATE_EXPIRED}
+        return "final" if status.state in final else "open"
 
     def wait_executed(self, command_id: str, timeout_s: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -180,11 +202,22 @@ def test_partitions_of_60_s_and_2_h(rig: Rig) -> None:
     after_2h = rig.command(automatic=False)
     fresh_ok = rig.wait_executed(after_2h.command_id)
 
+    every = [first, *stale_60, after_60, *stale_2h, after_2h]
+    # The gateway closes in-flight commands `in_flight_grace` after expiry: wait for it.
+    deadline = time.monotonic() + 30
+    ends = Counter(rig.lifecycle(c) for c in every)
+    while ends["open"] and time.monotonic() < deadline:
+        time.sleep(1.0)
+        ends = Counter(rig.lifecycle(c) for c in every)
     print(
+        f"lifecycles {dict(ends)} of {len(every)}; "
         f"60s: stale={len(stale_60)} executed={stale_60_executed} states={stale_60_states}; "
         f"2h: safe_mode_s={safe_mode_s} stale={len(stale_2h)} executed={stale_2h_executed} "
         f"temp_running_at_end={temp_running_at_end} fresh_after={fresh_ok}"
     )
+    closed = ends["final"] + ends["uncertain"]
+    record_figure("command_lifecycle_closed_pct", round(100.0 * closed / len(every), 1))
+    record_figure("partition_commands_left_uncertain", ends["uncertain"])
     record_figure("partition_60s_catchup_doses", stale_60_executed)
     record_figure("partition_2h_catchup_doses", stale_2h_executed)
     record_figure("partition_2h_safe_mode_s", round(safe_mode_s) if safe_mode_s else "never")
@@ -194,3 +227,6 @@ def test_partitions_of_60_s_and_2_h(rig: Rig) -> None:
     assert safe_mode_s <= CYCLE_S + 30  # within one cycle (+ the measuring step)
     assert not temp_running_at_end  # the last temp basal ran out: pump back on its schedule
     assert fresh_ok  # after the partition, fresh commands flow again
+    # Every command's lifecycle is closed and recorded; the ones written into the dead stream
+    # stay UNCERTAIN (a known gap: docs/reliability.md), none is left open.
+    assert ends["open"] == 0
