@@ -199,14 +199,16 @@ def test_loop_status_and_forecast_come_from_the_engine(backends: Backends) -> No
     # enacted on a pump, so it is not looping, and says why.
     assert loop["mode"] == "closed_loop_smb"
     assert loop["looping"] is False
-    assert loop["reasons"] and "ok" not in loop["reasons"], loop
+    assert loop["reasons"], loop
+    assert "ok" not in loop["reasons"], loop
     assert "not looping" in loop["summary"]
 
     forecast = b.client.get(f"/api/v1/people/{ada.id}/forecast", headers=carer.auth)
     assert forecast.status_code == 200, forecast.text
     fc = forecast.json()
     assert fc["available"] is True
-    assert fc["lines"] and all(len(line["glucose_mg_dl"]) > 1 for line in fc["lines"])
+    assert fc["lines"]
+    assert all(len(line["glucose_mg_dl"]) > 1 for line in fc["lines"])
     assert fc["reading_id"]
 
     # A stranger learns nothing, and a person without settings gets the engine's answer.

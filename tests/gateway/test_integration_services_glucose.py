@@ -40,11 +40,10 @@ def two_workers(
 
 def _uploader(client: TestClient, person: User) -> dict[str, str]:
     secret = "uploader-secret-123"
-    ok = client.put(
-        f"/api/v1/people/{person.id}/nightscout/secret", json={"secret": secret}, headers=person.auth
-    )
+    path = f"/api/v1/people/{person.id}/nightscout/secret"
+    ok = client.put(path, json={"secret": secret}, headers=person.auth)
     assert ok.status_code in (200, 204), ok.text
-    return {"api-secret": hashlib.sha1(secret.encode()).hexdigest()}  # noqa: S324 - Nightscout's
+    return {"api-secret": hashlib.sha1(secret.encode()).hexdigest()}  # Nightscout's scheme
 
 
 def _upload(client: TestClient, headers: dict[str, str], clock: FixedClock, *values: int) -> None:
@@ -86,9 +85,7 @@ def test_new_reading_committed_by_one_worker_is_served_by_the_other(
     assert _values(a, ada, carer) == [131, 120, 115, 110]
     assert _values(b, ada, carer) == [131, 120, 115, 110]
     # Paging over the cached page: limit and next_end as without a cache.
-    page = a.get(
-        f"/api/v1/people/{ada.id}/glucose", params={"limit": 2}, headers=carer.auth
-    ).json()
+    page = a.get(f"/api/v1/people/{ada.id}/glucose", params={"limit": 2}, headers=carer.auth).json()
     assert [r["glucose_mg_dl"] for r in page["readings"]] == [131, 120]
     older = a.get(
         f"/api/v1/people/{ada.id}/glucose",
