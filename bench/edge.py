@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_PERSON = "bench-hub-person-0000"  # not one of the platform's simulated people
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -332,6 +333,8 @@ def _measure_agent(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[st
                 "edge.main",
                 "--hub",
                 "0",
+                "--name-prefix",
+                "bench-hub",
                 "--state-dir",
                 str(work / "edge"),
                 "--gateway",
@@ -355,7 +358,7 @@ def _measure_agent(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[st
             if agent.poll() is not None:
                 raise RuntimeError(log_path.read_text()[-3000:])
             status = stub.GetLoopStatus(
-                gw_pb2.GetLoopStatusRequest(patient_id="sim-person-0000"), timeout=5
+                gw_pb2.GetLoopStatusRequest(patient_id=BENCH_PERSON), timeout=5
             )
             connected = status.hub_connected
         if not connected:
@@ -377,9 +380,7 @@ def _measure_agent(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[st
                     flush=True,
                 )
         cpu_pct = 100 * (_cpu_s(agent.pid) - cpu0) / (time.monotonic() - t0)
-        status = stub.GetLoopStatus(
-            gw_pb2.GetLoopStatusRequest(patient_id="sim-person-0000"), timeout=5
-        )
+        status = stub.GetLoopStatus(gw_pb2.GetLoopStatusRequest(patient_id=BENCH_PERSON), timeout=5)
         return {
             "rss_mb": max(s[1] for s in samples),
             "cpu_pct": cpu_pct,

@@ -76,7 +76,11 @@ async def build_simulated_hub(
     directory = settings.state_root / name
     age: AgeGroup = _AGES[index % len(_AGES)]
     clock = settings.clock()
-    person = make_person(f"sim-person-{index:04d}", age, np.random.default_rng([index, 7]))
+    # the platform's simulated people are sim-person-NNNN; other prefixes (tests, benches)
+    # get people of their own, so their data never mixes with a running platform's
+    person_prefix = "sim-person" if name_prefix == "sim-hub" else f"{name_prefix}-person"
+    person_id = f"{person_prefix}-{index:04d}"
+    person = make_person(person_id, age, np.random.default_rng([index, 7]))
     sim_person = SimulatedPerson(person, clock, seed=index)
     identity = await ensure_enrolled(settings, directory, f"{name}-serial", person.person_id)
     limits_path = directory / "limits.json"

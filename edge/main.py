@@ -19,6 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="langerhans edge", description=__doc__)
     parser.add_argument("--fleet", type=int, default=0, help="run N simulated hubs in one process")
     parser.add_argument("--hub", type=int, default=0, help="index of the single simulated hub")
+    parser.add_argument(
+        "--name-prefix",
+        default="sim-hub",
+        help="simulated hub names (other than sim-hub: "
+        "people of their own, not the platform's sim-person-NNNN)",
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="root of the hubs' state")
     parser.add_argument("--gateway", default=None, help="device gateway service address")
     parser.add_argument("--hub-addr", default=None, help="device gateway hub (mTLS) address")
@@ -38,7 +44,9 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
     if args.fleet > 0:
         await run_fleet(settings, args.fleet, stop)
         return
-    hub = await build_simulated_hub(settings, args.hub, ack_loss_rate=args.ack_loss)
+    hub = await build_simulated_hub(
+        settings, args.hub, ack_loss_rate=args.ack_loss, name_prefix=args.name_prefix
+    )
     try:
         await hub.agent.run(stop)
     finally:
