@@ -148,6 +148,8 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
             bootstrap_servers=settings.kafka_bootstrap_servers,
             transaction_batch=settings.transaction_batch,
             poll_timeout_ms=50,
+            # Topics created while the service starts are found within seconds, not minutes.
+            consumer_overrides={"metadata_max_age_ms": 5000},
         ),
         make_handler(clock, topics, plan),
         sessions,
