@@ -180,7 +180,7 @@ def platform_specs(people: int, speed: float, kafka_bootstrap: str) -> list[Proc
 
 def run_platform(people: int | None = None, speed: float | None = None) -> int:
     """Run everything until Ctrl-C; returns the exit code."""
-    from services.runtime.local_kafka import kafka_command
+    from services.runtime.local_kafka import broker_reachable, kafka_command
     from services.runtime.topics import reconcile_topics_command
 
     people = people if people is not None else int(os.environ.get("LANGERHANS_PEOPLE", "5"))
@@ -189,11 +189,14 @@ def run_platform(people: int | None = None, speed: float | None = None) -> int:
     kafka_bootstrap = external_kafka or DEFAULT_KAFKA_BOOTSTRAP
     started_kafka = False
     if not external_kafka:
-        _say("starting the local Kafka broker")
+        # A broker that was already running (a test session, another `make run`) is left
+        # running on exit; only one started here is stopped.
+        started_kafka = not broker_reachable(kafka_bootstrap, timeout_s=2.0)
+        if started_kafka:
+            _say("starting the local Kafka broker")
         if kafka_command("up") != 0:
             _say("Kafka did not start; see var/kafka/kafka.log")
             return 1
-        started_kafka = True
     if reconcile_topics_command() != 0:
         _say("topic reconciliation failed")
         return 1
