@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=int, default=14, help="days of the standard scenario")
-    parser.add_argument("--controller", default="baseline", help="sim controller (see sim/)")
+    parser.add_argument(
+        "--controller", default="dosing-engine", help="sim controller: dosing-engine or baseline"
+    )
     args = parser.parse_args(argv)
     params = DEFAULT_INFUSION_SET
     started = time.perf_counter()
