@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from langerhans.alerts.v1 import alerts_pb2
 from langerhans.cgm.v1 import cgm_pb2
+from langerhans.common.v1 import therapy_pb2
 from langerhans.device.v1 import device_pb2
 from langerhans.dosing.v1 import dosing_pb2
 from langerhans.pump.v1 import pump_pb2
@@ -41,7 +42,16 @@ __all__ = [
 SOURCE = "langerhans/alerts"
 ALERTS_TOPIC = "alerts.v1"
 DELIVERIES_TOPIC = "alerts.deliveries.v1"
-INPUT_TOPICS = ("cgm.readings.v1", "dosing.decisions.v1", "pump.events.v1", "device.telemetry.v1")
+INPUT_TOPICS = (
+    "cgm.readings.v1",
+    "dosing.decisions.v1",
+    "pump.events.v1",
+    "device.telemetry.v1",
+    "therapy.settings.v1",
+)
+_NO_ISF = therapy_pb2.SensitivitySegment()
+_NO_CR = therapy_pb2.CarbRatioSegment()
+_NO_BASAL = therapy_pb2.BasalSegment()
 _EVENT_NAMESPACE = uuid.UUID("9a4f1d2b-7c3e-4e8a-b5d6-1f2e3a4b5c6d")
 
 TYPES = {
@@ -284,6 +294,16 @@ def make_handler(
             _on_pump_event(service, envelope.parse(pump_pb2.PumpEvent))
         elif kind == device_pb2.DeviceTelemetry.DESCRIPTOR.full_name:
             _on_telemetry(service, envelope.parse(device_pb2.DeviceTelemetry))
+        elif kind == therapy_pb2.TherapySettingsChanged.DESCRIPTOR.full_name:
+            therapy = envelope.parse(therapy_pb2.TherapySettingsChanged).settings
+            # The first segment of each schedule: enough for the infusion-set model's scale.
+            service.on_therapy_settings(
+                therapy.patient_id,
+                isf_mg_dl_per_u=(therapy.sensitivity_schedule or [_NO_ISF])[0].isf_mg_dl_per_u,
+                carb_ratio_g_per_u=(therapy.carb_ratio_schedule or [_NO_CR])[0].carb_ratio_g_per_u,
+                scheduled_basal_u_per_h=(therapy.basal_schedule or [_NO_BASAL])[0].rate_u_per_h,
+                time_zone=therapy.time_zone,
+            )
         else:
             raise MalformedEventError(f"alerts does not handle {kind!r}")
 

@@ -127,6 +127,7 @@ class AlertStore(Protocol):
     def load_state(self, patient_id: str) -> PatientState | None: ...
     def save_state(self, state: PatientState, now: datetime) -> None: ...
     def settings(self, patient_id: str) -> AlertSettings: ...
+    def put_settings(self, patient_id: str, settings: AlertSettings) -> int: ...
     def plan(self, patient_id: str) -> EscalationPlan: ...
     def open_alerts(self, patient_id: str) -> dict[AlertKind, Alert]: ...
     def get_alert(self, alert_id: str) -> Alert | None: ...
@@ -277,6 +278,27 @@ class AlertsService:
                 state.reservoir_u = reservoir_u
 
         return self._update(patient_id, change)
+
+    def on_therapy_settings(
+        self,
+        patient_id: str,
+        *,
+        isf_mg_dl_per_u: float,
+        carb_ratio_g_per_u: float,
+        scheduled_basal_u_per_h: float,
+        time_zone: str,
+    ) -> None:
+        """The person's therapy settings: the infusion-set model and the night schedule."""
+        settings = self._store.settings(patient_id)
+        if isf_mg_dl_per_u > 0:
+            settings.isf_mg_dl_per_u = isf_mg_dl_per_u
+        if carb_ratio_g_per_u > 0:
+            settings.carb_ratio_g_per_u = carb_ratio_g_per_u
+        if time_zone:
+            settings.time_zone = time_zone
+        self._store.put_settings(patient_id, settings)
+        if scheduled_basal_u_per_h > 0:
+            self.on_pump_status(patient_id, scheduled_basal_u_per_h=scheduled_basal_u_per_h)
 
     def on_delivery_uncertain(self, patient_id: str, at: datetime, uncertain: bool) -> _Work:
         def change(state: PatientState) -> None:
