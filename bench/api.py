@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -31,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 READINGS_TOPIC = "cgm.readings.v1"
@@ -177,49 +179,125 @@ async def _load(a: dict[str, Any]) -> None:
     print(json.dumps({"latencies": latencies, "errors": errors, "elapsed": elapsed}))
 
 
-async def _followers(base: str, person_id: str, carers: list[str], n: int, readings: int) -> None:
-    import websockets
-    from websockets.typing import Subprotocol
+class _Follower(asyncio.Protocol):
+    """A minimal WebSocket client for many followers in one process (RFC 6455, text frames).
 
-    url = base.replace("http://", "ws://") + "/api/v1/stream"
+    The load generator's own cost per message is part of the measured latency; a general
+    client library spends ~50 µs per message in Python, this one a few: it parses the server's
+    (unmasked) frames in place and answers pings.
+    """
+
+    def __init__(self, token: str, person_id: str, on_reading: Any, on_ready: Any) -> None:
+        self.token, self.person_id = token, person_id
+        self.on_reading, self.on_ready = on_reading, on_ready
+        self.buffer = b""
+        self.upgraded = False
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (
+                "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: langerhans.v1, bearer.{self.token}\r\n\r\n"
+            ).encode()
+        )
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        assert self.transport is not None
+        assert len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(buf[:end].decode(errors="replace"))
+            self.upgraded, buf = True, buf[end + 4 :]
+        pos = 0
+        while len(buf) - pos >= 2:
+            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if len(buf) - start < 2:
+                    break
+                length, start = int.from_bytes(buf[start : start + 2], "big"), start + 2
+            elif length == 127:
+                if len(buf) - start < 8:
+                    break
+                length, start = int.from_bytes(buf[start : start + 8], "big"), start + 8
+            if len(buf) - start < length:
+                break
+            payload, pos = buf[start : start + length], start + length
+            if opcode == 0x1:
+                self._message(json.loads(payload))
+            elif opcode == 0x9:
+                self._send(0xA, payload)  # pong
+            elif opcode == 0x8 and not self.closed.done():
+                self.closed.set_result(None)
+        self.buffer = buf[pos:]
+
+    def _message(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "reading":
+            self.on_reading(msg["data"]["record_id"], time.time(), msg["published_at"])
+        elif kind == "ready":
+            sub = {"type": "subscribe", "person_ids": [self.person_id]}
+            self._send(0x1, json.dumps(sub).encode())
+        elif kind == "subscribed":
+            assert msg["person_ids"] == [self.person_id], msg
+            self.on_ready()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _followers(base: str, person_id: str, carers: list[str], n: int, readings: int) -> None:
+    host, port = base.removeprefix("http://").split(":")
     receipts: list[tuple[str, float, float]] = []
     ready = 0
+    all_ready, all_received = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
 
-    async def follower(i: int) -> None:
+    def on_ready() -> None:
         nonlocal ready
-        token = carers[i % len(carers)]
-        async with websockets.connect(
-            url,
-            subprotocols=[Subprotocol("langerhans.v1"), Subprotocol(f"bearer.{token}")],
-            open_timeout=60,
-            ping_interval=None,
-            compression=None,  # the gateway serves without per-message deflate
-        ) as ws:
-            assert json.loads(await ws.recv())["type"] == "ready"
-            await ws.send(json.dumps({"type": "subscribe", "person_ids": [person_id]}))
-            assert json.loads(await ws.recv())["person_ids"] == [person_id]
-            ready += 1
-            got = 0
-            async with asyncio.timeout(180):  # one timer, not a task per message
-                while got < readings:
-                    msg = json.loads(await ws.recv())
-                    if msg["type"] == "reading":
-                        receipts.append(
-                            (msg["data"]["record_id"], time.time(), msg["published_at"])
-                        )
-                        got += 1
+        ready += 1
+        if ready == n:
+            all_ready.set()
 
-    tasks = []
+    def on_reading(record_id: str, received_at: float, published_at: float) -> None:
+        receipts.append((record_id, received_at, published_at))
+        if len(receipts) == n * readings:
+            all_received.set()
+
+    def factory(token: str) -> Callable[[], _Follower]:
+        return lambda: _Follower(token, person_id, on_reading, on_ready)
+
+    conns: list[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]] = []
     for i in range(n):
-        tasks.append(asyncio.create_task(follower(i)))
+        conns.append(
+            await loop.create_connection(factory(carers[i % len(carers)]), host, int(port))
+        )
         if i % 50 == 49:
             await asyncio.sleep(0.05)  # pace the handshakes
-    while ready < n:
-        if any(t.done() and t.exception() for t in tasks):
-            raise next(t.exception() for t in tasks if t.done() and t.exception())  # type: ignore[misc]
-        await asyncio.sleep(0.1)
+    async with asyncio.timeout(120):
+        await all_ready.wait()
     print(json.dumps({"ready": ready}), flush=True)
-    await asyncio.gather(*tasks)
+    async with asyncio.timeout(180):
+        await all_received.wait()
+    for transport, _ in conns:
+        transport.close()
     print(json.dumps({"receipts": receipts}), flush=True)
 
 

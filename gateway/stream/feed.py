@@ -123,6 +123,9 @@ class KafkaFeed:
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
                 client_id="gateway-stream",
+                # A live feed: a fetch answered at most 50 ms after it was sent even if the
+                # broker's wake-up on new data is missed (default 500 ms). ~20 small fetches/s.
+                fetch_max_wait_ms=50,
             )
         except Exception:
             log.exception("live stream: cannot reach Kafka; the stream carries no events")
