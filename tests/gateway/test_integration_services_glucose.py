@@ -128,3 +128,26 @@ def test_token_expiry_is_checked_on_every_request_even_when_remembered(
     clock.advance(settings.access_token_ttl_s + 10)
     expired = a.get(f"/api/v1/people/{ada.id}/glucose", headers=ada.auth)
     assert expired.status_code == 401, expired.text
+
+
+def test_the_read_path_engine_reads_without_the_write_lock_and_cannot_write(
+    settings: GatewaySettings, engine: Engine
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from services.runtime.db import create_service_engine
+
+    assert settings.database_url is not None
+    reader = create_service_engine("gateway", settings.database_url, read_only=True)
+    try:
+        # A writer holds the write lock (BEGIN IMMEDIATE) and has not committed yet...
+        with engine.begin() as writing:
+            writing.execute(text("CREATE TABLE scratch (x INTEGER)"))
+            # ...and the reader still reads at once (busy_timeout would make it wait 10 s).
+            with reader.connect() as reading:
+                assert reading.execute(text("SELECT 1")).scalar() == 1
+        with reader.connect() as reading, pytest.raises(OperationalError, match="readonly"):
+            reading.execute(text("INSERT INTO scratch VALUES (1)"))
+    finally:
+        reader.dispose()
