@@ -138,7 +138,9 @@ test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
 .PHONY: test-reliability
 test-reliability: setup kafka-up ## whole platform under SIGKILL, broker restarts, partitions: RESULT reliability …
 	@mkdir -p var/reliability && rm -f var/reliability/figures.json
-	@LANGERHANS_RELIABILITY=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS); \
+	@# PostgreSQL for the gateway (scripts/postgres.sh starts it once; TEST_POSTGRES_URL wins).
+	@url="$${TEST_POSTGRES_URL:-}"; if [ -z "$$url" ]; then bash scripts/postgres.sh start >/dev/null && url=$$(bash scripts/postgres.sh url); fi; \
+	  TEST_POSTGRES_URL="$$url" LANGERHANS_RELIABILITY=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/reliability $(PYTEST_ARGS); \
 	  status=$$?; $(PY) -m tests.reliability.report; exit $$status
 
 .PHONY: fuzz
