@@ -25,9 +25,10 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.access import Caller, Permission, Role, permissions_for
-from gateway.deps import verify_live_token
+from gateway.deps import access_guard, verify_live_token
 from gateway.errors import AppError
 from gateway.runtime import Runtime
 from gateway.security.tokens import APP_AUDIENCE, AccessClaims
@@ -50,6 +51,7 @@ CLOSE_POLICY = 1008
 class _Conn:
     claims: AccessClaims
     token: str
+    reads: sessionmaker[Session]
     perms: dict[str, frozenset[Permission]] = field(default_factory=dict)
 
     def wants(self, person_id: str, event_type: str) -> bool:
@@ -61,10 +63,12 @@ class _Conn:
 
 
 def _check(
-    runtime: Runtime, token: str, person_ids: list[str]
+    runtime: Runtime, reads: sessionmaker[Session], token: str, person_ids: list[str]
 ) -> tuple[AccessClaims, dict[str, frozenset[Permission]]]:
-    """Verify the token is live and read the caller's permissions (one short transaction)."""
-    with runtime.session_factory() as session:
+    """Verify the token is live and read the caller's permissions (one short read-only
+    transaction: on SQLite it does not take the write lock, so a thousand followers
+    connecting at once do not queue on it)."""
+    with reads() as session:
         try:
             claims = verify_live_token(runtime, session, token, APP_AUDIENCE)
             caller = Caller(claims.subject, Role(claims.role), claims.session_id)
@@ -90,6 +94,7 @@ def _valid_ids(ids: object) -> bool:
 async def stream(ws: WebSocket) -> None:
     runtime: Runtime = ws.app.state.runtime
     hub: StreamHub = ws.app.state.stream_hub
+    reads = access_guard(ws.app).read_sessions
     offered = list(ws.scope.get("subprotocols") or [])
     token = next((p[len(TOKEN_PREFIX) :] for p in offered if p.startswith(TOKEN_PREFIX)), None)
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
@@ -99,7 +104,7 @@ async def stream(ws: WebSocket) -> None:
             if not isinstance(first, dict) or first.get("type") != "auth":
                 raise AppError("the first message must be an auth message")
             token = str(first.get("access_token", ""))
-        claims, _ = await anyio.to_thread.run_sync(_check, runtime, token, [])
+        claims, _ = await anyio.to_thread.run_sync(_check, runtime, reads, token, [])
     except (AppError, TimeoutError, ValueError) as exc:
         with contextlib.suppress(Exception):
             await _error(ws, "unauthenticated", str(exc))
@@ -107,7 +112,7 @@ async def stream(ws: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    conn = _Conn(claims, token)
+    conn = _Conn(claims, token, reads)
     subscriber = Subscriber(runtime.settings.stream_queue_size, conn.wants)
     await _send(
         ws, {"type": "ready", "account_id": claims.subject, "expires_at": claims.expires_at}
@@ -149,7 +154,7 @@ async def _reader(
         elif kind == "auth":
             token = str(message.get("access_token", ""))
             try:
-                claims, _ = await anyio.to_thread.run_sync(_check, runtime, token, [])
+                claims, _ = await anyio.to_thread.run_sync(_check, runtime, conn.reads, token, [])
             except AppError as exc:
                 await _error(ws, "unauthenticated", str(exc))
                 continue
@@ -191,7 +196,9 @@ async def _reader(
                 )
                 continue
             try:
-                _, perms = await anyio.to_thread.run_sync(_check, runtime, conn.token, ids)
+                _, perms = await anyio.to_thread.run_sync(
+                    _check, runtime, conn.reads, conn.token, ids
+                )
             except AppError as exc:
                 await _error(ws, "unauthenticated", str(exc))
                 await ws.close(CLOSE_UNAUTHENTICATED)
@@ -223,7 +230,9 @@ async def _rechecker(
             await ws.close(CLOSE_UNAUTHENTICATED)
             return
         try:
-            _, perms = await anyio.to_thread.run_sync(_check, runtime, conn.token, list(conn.perms))
+            _, perms = await anyio.to_thread.run_sync(
+                _check, runtime, conn.reads, conn.token, list(conn.perms)
+            )
         except AppError as exc:
             await _error(ws, "unauthenticated", str(exc))
             await ws.close(CLOSE_UNAUTHENTICATED)
