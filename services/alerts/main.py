@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from langerhans.alerts.v1 import alerts_service_pb2 as pb
@@ -134,6 +135,27 @@ def _loop(name: str, stop: threading.Event, interval_s: float, body: Callable[[]
             stop.wait(interval_s)
 
 
+def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
+    """Wait until the broker reports partitions for `topics`; returns those still missing.
+
+    A group member that subscribes before its topics have metadata gets no partitions and
+    kafka-python does not always rebalance later: the service would sit idle.
+    """
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not probe.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.5)
+        return missing
+    finally:
+        probe.close()
+
+
 async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> None:
     clock = settings.clock()
     engine, sessions = build(settings)
@@ -169,6 +191,11 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
     async def background(stop_event: asyncio.Event) -> None:
         halt = threading.Event()
         relay.start()
+        missing = await asyncio.to_thread(
+            await_topic_metadata, settings.kafka_bootstrap_servers, list(settings.input_topics)
+        )
+        if missing:
+            log.warning("topics without metadata after 30 s: %s", missing)
         threads = [
             threading.Thread(
                 target=_loop,

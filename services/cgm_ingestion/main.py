@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from kafka.structs import TopicPartition
 from langerhans.cgm.v1 import cgm_ingestion_service_pb2 as pb
@@ -57,8 +59,13 @@ class TimeOrderedRunner(ConsumerRunner):
 
     cache: SeriesCache | None = None
 
-    def _handle_batch(self, envelopes: list[Envelope]) -> tuple[int, int]:
-        return super()._handle_batch(sorted(envelopes, key=measured_order_key))
+    def _handle_batch(self, envelopes: list[Envelope]) -> Any:
+        order = sorted(range(len(envelopes)), key=lambda i: measured_order_key(envelopes[i]))
+        result: Any = super()._handle_batch([envelopes[i] for i in order])
+        if isinstance(result, set):
+            # Positions handled, reported back in the caller's (arrival) order.
+            return {order[position] for position in result}
+        return result
 
     def _forget(self, partitions: set[TopicPartition], why: str) -> None:
         # Partitions moved: another member may now write series this cache holds.
@@ -72,6 +79,27 @@ def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]
     migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
     engine = create_service_engine(SERVICE, settings.database_url)
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
+    """Wait until the broker reports partitions for `topics`; returns those still missing.
+
+    A group member that subscribes before its topics have metadata gets no partitions and
+    kafka-python does not always rebalance later: the service would sit idle.
+    """
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not probe.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.5)
+        return missing
+    finally:
+        probe.close()
 
 
 async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None) -> None:
@@ -104,6 +132,11 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
 
     async def consume(stop_event: asyncio.Event) -> None:
         relay.start()
+        missing = await asyncio.to_thread(
+            await_topic_metadata, settings.kafka_bootstrap_servers, [settings.raw_topic]
+        )
+        if missing:
+            log.warning("topics without metadata after 30 s: %s", missing)
         task = asyncio.create_task(
             asyncio.to_thread(runner.run, install_signal_handlers=False), name="consumer"
         )
