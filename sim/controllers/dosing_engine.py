@@ -29,7 +29,6 @@ from kernels.decision import (
     pack,
 )
 from kernels.decision import TherapySettings as KernelSettings
-from services.cgm_ingestion.assessment import Point, noise_level
 from sim.controller import (
     BolusCommand,
     ControllerInput,
@@ -52,8 +51,7 @@ class LoopTuning:
     mode: Mode = Mode.CLOSED_LOOP_SMB
     min_bg_offset_mg_dl: float = -10.0  # target range = person's target + offsets
     max_bg_offset_mg_dl: float = -5.0
-    # 90 rather than the default 80: a sensor session reading high hides lows (sensor_faults)
-    suspend_threshold_mg_dl: float = 90.0
+    suspend_threshold_mg_dl: float = 80.0
     max_iob_factor: float = 1.0  # × the person's max IOB (never above it or the hard limit)
     absorption_min: float = 180.0
     carb_model: CarbModel = CarbModel.PARABOLIC
@@ -182,9 +180,6 @@ class DosingEngineController:
         pump = inp.pump
         params = self._template.params.copy()
         params[Param.NOW_S] = now_s
-        # the noise level cgm-ingestion attaches to each reading (second differences, 30 min)
-        tail = [Point(t, g) for t, g in zip(self._cgm_t[-8:], self._cgm_g[-8:], strict=True)]
-        params[Param.NOISE_LEVEL] = float(noise_level(tail, len(tail) - 1)) if tail else 0.0
         if (
             self.tuning.mode == Mode.CLOSED_LOOP_SMB
             and now_s - self._last_low_s < self.tuning.post_low_no_smb_min * 60.0
