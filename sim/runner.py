@@ -216,11 +216,13 @@ def run_cohort(
                 pump.change_infusion_set(t)
                 dislodged_at[i] = None
             dt_i = dislodge_t[i]
-            if dt_i is not None and dt_i <= t < t_end:
+            # the dislodgement happens once, inside this block (not in every block after it)
+            if dt_i is not None and t <= dt_i < t_end:
                 pump.dislodge_cannula()
                 dislodged_at[i] = t
-            if dislodged_at[i] is not None:
-                since = dislodged_at[i]
+                high_since[i] = None
+            since = dislodged_at[i]
+            if since is not None:
                 if reading is not None and reading.glucose_mg_dl >= SITE_CHECK_MG_DL:
                     hs = high_since[i]
                     if hs is None:
@@ -230,9 +232,11 @@ def run_cohort(
                         dislodged_at[i] = None
                 else:
                     high_since[i] = None
-                if since is not None and t - since >= SITE_NOTICED_MAX_MIN:
+                if dislodged_at[i] is not None and t - since >= SITE_NOTICED_MAX_MIN:
                     pump.change_infusion_set(t)
                     dislodged_at[i] = None
+                if dislodged_at[i] is None:
+                    high_since[i] = None
             # ---- the controller, unless the hub is offline
             if not offline[i][k]:
                 history = pump.history

@@ -52,6 +52,25 @@ def test_dislodged_cannula_glucose_rises_while_the_pump_log_looks_normal(cohort)
     assert out.glucose_mg_dl[0, k0 + 72] > out.glucose_mg_dl[0, k0] + 40
 
 
+def test_a_dislodged_cannula_is_fixed_once_and_insulin_works_again(cohort):
+    people = cohort[::3]
+    out = run_cohort(people, SCENARIOS["cannula_dislodged"], seed=1)
+    for i in range(len(people)):
+        t0 = out.plans[i].dislodge_t_min
+        assert t0 is not None
+        history = out.pumps[i].history
+        changes = [e.t_min for e in history if e.kind == "site_change" and e.t_min > t0]
+        assert changes, "the person changes the set once they notice"
+        fixed = changes[0]
+        # one change when noticed, then only the routine changes every 3 days (at 20:00)
+        assert all(t % (3 * 1440) == 20 * 60 for t in changes[1:])
+        assert len(changes) <= 3
+        k = fixed // 5
+        # after the new set, insulin reaches the body again and glucose comes down
+        assert out.to_body_u[i, k + 1 : k + 25].sum() > 0.0
+        assert out.glucose_mg_dl[i, k + 1 : k + 12 * 12].min() < out.glucose_mg_dl[i, k] - 60
+
+
 def test_insulin_mass_balance(cohort):
     people = cohort[::3]
     result = run_cohort(people, SCENARIOS["standard"], seed=2, days=2)
