@@ -53,3 +53,11 @@ def test_treatment_moved_onto_another_ones_slot_is_refused(client: TestClient) -
         "/api/v1/treatments.json", params={"find[eventType]": "Note"}, headers=WRITE
     ).json()
     assert {t["identifier"] for t in found} >= {"regr-a", "regr-b"}
+
+
+def test_find_with_a_number_beyond_64_bits_is_refused(client: TestClient) -> None:
+    for value in ("1" * 20, "-" + "9" * 25, "1e309", "inf"):
+        response = client.get(
+            "/api/v1/entries.json", params={"find[date][$gte]": value}, headers=WRITE
+        )
+        assert response.status_code in {400, 422}, (value, response.text)
