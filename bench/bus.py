@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -29,6 +30,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 12
 PAYLOAD_BYTES = 100
 PATIENTS = 1000
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _broker_cpu_s() -> float | None:
+    """CPU seconds of the local broker process, None when it is not ours (remote cluster)."""
+    from services.runtime.local_kafka import KafkaPaths, uses_local_broker
+
+    if not uses_local_broker():
+        return None
+    try:
+        pid = int(KafkaPaths.default().pid_file.read_text().strip())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 # ---------------------------------------------------------------------- consumer process
@@ -78,16 +103,26 @@ def _consumer(args: argparse.Namespace) -> None:
         sessionmaker(engine),
     )
 
+    cpu = {"first_s": 0.0, "last_s": 0.0}
+    previous = 0
+
     def report() -> None:
+        nonlocal previous
         while not runner.stopping:
+            if count != previous:
+                # CPU while records flow (not start-up or the idle wait for SIGTERM), ±0.2 s
+                cpu["first_s" if previous == 0 else "last_s"] = _cpu_s()
+                previous = count
             print(json.dumps({"progress": count}), flush=True)
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     threading.Thread(target=report, daemon=True).start()
     runner.run()
     if latencies_ns:
         np.save(args.latencies, np.asarray(latencies_ns, dtype=np.int64))
-    print(json.dumps({"done": count, "first_ns": first_ns, "last_ns": last_ns}), flush=True)
+    cpu_s = max(cpu["last_s"] - cpu["first_s"], 0.0)
+    print(json.dumps({"done": count, "first_ns": first_ns, "last_ns": last_ns, "cpu_s": cpu_s}),
+          flush=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- orchestration
@@ -185,6 +220,9 @@ def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> floa
     time.sleep(args.join_wait_s)  # let the group form so the clock measures work, not joins
     started_ns = time.time_ns()
     started = time.monotonic()
+    producer_cpu0_s = _cpu_s()
+    broker_cpu0_s = _broker_cpu_s()
+    broker_cpu_s: float | None = None
     try:
         for i in range(args.messages):
             producer.send(topic, f"patient-{i % PATIENTS}", _payload(i), event_type="bench.Ping")
@@ -192,8 +230,13 @@ def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> floa
                 print(f"  produced {i:,} ({i / (time.monotonic() - started):,.0f}/s)", flush=True)
         producer.flush(120)
         produce_s = time.monotonic() - started
-        print(f"  producer done: {args.messages / produce_s:,.0f} msgs/s acknowledged", flush=True)
+        producer_cpu_s = _cpu_s() - producer_cpu0_s
+        print(f"  producer done: {args.messages / produce_s:,.0f} msgs/s acknowledged ({_load()})",
+              flush=True)  # fmt: skip
         ok = _wait_for(consumers, args.messages, args.timeout_s, "throughput")
+        broker_now_s = _broker_cpu_s()
+        if broker_cpu0_s is not None and broker_now_s is not None:
+            broker_cpu_s = broker_now_s - broker_cpu0_s
     finally:
         producer.close()
         consumers.stop()
@@ -202,9 +245,33 @@ def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> floa
     last_ns = max(int(f["last_ns"]) for f in consumers.final if f)
     elapsed_s = (last_ns - started_ns) / 1e9
     rate = float(args.messages / elapsed_s)
-    print(f"  {args.messages:,} produced and consumed in {elapsed_s:.2f} s: {rate:,.0f} msgs/s",
-          flush=True)  # fmt: skip
+    print(f"  {args.messages:,} produced and consumed in {elapsed_s:.2f} s: {rate:,.0f} msgs/s "
+          f"({_load()})", flush=True)  # fmt: skip
+    _cpu_budget(args.messages, producer_cpu_s, [f["cpu_s"] for f in consumers.final if f],
+                broker_cpu_s)  # fmt: skip
     return rate
+
+
+def _cpu_budget(
+    messages: int, producer_s: float, consumer_s: list[float], broker_s: float | None
+) -> None:
+    """CPU per message of each part: what the rate would be with the cores to ourselves.
+
+    Wall-clock throughput on a shared machine says more about the neighbours than about the
+    backbone; CPU time per message does not depend on them as much (contention still inflates
+    it a little), so it shows what limits the rate.
+    """
+    per_us = {
+        "producer": producer_s / messages * 1e6,
+        "consumers": sum(consumer_s) / messages * 1e6,
+    }
+    if broker_s is not None:
+        per_us["broker"] = broker_s / messages * 1e6
+    total_us = sum(per_us.values())
+    parts = ", ".join(f"{name} {us:.1f}" for name, us in per_us.items())
+    cores = os.cpu_count() or 1
+    print(f"  CPU per message (µs): {parts}; total {total_us:.1f} → on {cores} idle cores at "
+          f"most {cores * 1e6 / total_us:,.0f} msgs/s", flush=True)  # fmt: skip
 
 
 def _latency(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> Any:
@@ -243,7 +310,8 @@ def _latency(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> Any:
             if i % (args.rate * 5) == 0 and i:
                 print(f"  sent {i:,}/{total:,}", flush=True)
         producer.flush(60)
-        print(f"  sender at most {behind_max_s * 1000:.1f} ms behind schedule", flush=True)
+        print(f"  sender at most {behind_max_s * 1000:.1f} ms behind schedule ({_load()})",
+              flush=True)  # fmt: skip
         _wait_for(consumers, total, args.timeout_s, "latency")
     finally:
         producer.close()
