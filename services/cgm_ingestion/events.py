@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from langerhans.cgm.v1 import cgm_pb2
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.cgm_ingestion.assessment import Fault, Trend
 from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, RejectReason
-from services.cgm_ingestion.repository import ReadingRepository, SeriesCache
+from services.cgm_ingestion.repository import PendingWrites, ReadingRepository, SeriesCache
 from services.cgm_ingestion.service import (
     CgmEvent,
     CgmEventKind,
@@ -39,6 +38,7 @@ __all__ = [
     "RAW_TOPIC",
     "READINGS_TOPIC",
     "SOURCE",
+    "RawHandler",
     "handle_raw",
     "make_handler",
     "measured_order_key",
@@ -175,23 +175,29 @@ _outbox_insert = outbox.outbox_events.insert()
 def _to_outbox(
     session: Session, topic: str, key: str, message: ProtoMessage, *, clock: Clock, event_id: str
 ) -> None:
-    """`outbox.add` with a prepared statement (the hot path: one row per validated reading)."""
+    """`outbox.add` with a prepared statement (the hot path: one row per validated reading).
+
+    On the batch path the row joins the batch's multi-row insert (same transaction, same
+    order); otherwise it is inserted at once.
+    """
     now = clock.now()
     envelope = new_envelope(key, message, source=SOURCE, time=now, event_id=event_id)
-    session.execute(
-        _outbox_insert,
-        {
-            "event_id": envelope.event_id,
-            "topic": topic,
-            "key": envelope.key,
-            "event_type": envelope.event_type,
-            "source": envelope.source,
-            "event_time": envelope.time,
-            "content_type": envelope.content_type,
-            "payload": envelope.data,
-            "created_at": now,
-        },
-    )
+    row = {
+        "event_id": envelope.event_id,
+        "topic": topic,
+        "key": envelope.key,
+        "event_type": envelope.event_type,
+        "source": envelope.source,
+        "event_time": envelope.time,
+        "content_type": envelope.content_type,
+        "payload": envelope.data,
+        "created_at": now,
+    }
+    pending = PendingWrites.of(session)
+    if pending is not None:
+        pending.outbox.append(row)
+    else:
+        session.execute(_outbox_insert, row)
 
 
 def publish_outcome(
@@ -222,14 +228,8 @@ def publish_outcome(
         )
     for event in outcome.events:
         proto = _event_to_proto(event, clock.now())
-        outbox.add(
-            session,
-            events_topic,
-            event.patient_id,
-            proto,
-            source=SOURCE,
-            clock=clock,
-            event_id=proto.event_id,
+        _to_outbox(
+            session, events_topic, event.patient_id, proto, clock=clock, event_id=proto.event_id
         )
 
 
@@ -242,12 +242,13 @@ def handle_raw(
     readings_topic: str = READINGS_TOPIC,
     events_topic: str = EVENTS_TOPIC,
     cache: SeriesCache | None = None,
+    parsed: cgm_pb2.RawCgmReading | None = None,
 ) -> None:
     """One raw reading: validate, dedupe, store, assess; outgoing events into the outbox."""
     repository = ReadingRepository(session, cache)
     service = IngestionService(repository, clock, night_time_zone)
     try:
-        message = envelope.parse(cgm_pb2.RawCgmReading)
+        message = parsed if parsed is not None else envelope.parse(cgm_pb2.RawCgmReading)
     except MalformedEventError as exc:
         # Garbage is recorded with its bytes, never dropped and never a crash.
         raw = RawReading(envelope.key, "", None, float("nan"), "", event_id=envelope.event_id)
@@ -273,22 +274,71 @@ def measured_order_key(envelope: Envelope) -> tuple[str, float]:
     return envelope.key, message.measured_at.seconds + message.measured_at.nanos / 1e9
 
 
+class RawHandler:
+    """The runner's handler. `batch(envelopes)` marks a poll batch: its writes become
+    multi-row inserts at commit and each payload is parsed once (sorting needs it too)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        night_time_zone: str = "UTC",
+        readings_topic: str = READINGS_TOPIC,
+        events_topic: str = EVENTS_TOPIC,
+        cache: SeriesCache | None = None,
+    ) -> None:
+        self._clock = clock
+        self._zone = night_time_zone
+        self._readings_topic = readings_topic
+        self._events_topic = events_topic
+        self._cache = cache
+        self._parsed: dict[str, cgm_pb2.RawCgmReading] | None = None
+
+    def order(self, envelopes: list[Envelope]) -> list[int]:
+        """Positions of `envelopes` in measurement order per person (garbage first);
+        remembers the parsed payloads for the following batch."""
+        parsed: dict[str, cgm_pb2.RawCgmReading] = {}
+        keys: list[tuple[str, float]] = []
+        for envelope in envelopes:
+            try:
+                message = envelope.parse(cgm_pb2.RawCgmReading)
+            except MalformedEventError:
+                keys.append((envelope.key, float("-inf")))
+                continue
+            parsed[envelope.event_id] = message
+            if message.HasField("measured_at"):
+                at = message.measured_at
+                keys.append((envelope.key, at.seconds + at.nanos / 1e9))
+            else:
+                keys.append((envelope.key, float("-inf")))
+        self._parsed = parsed
+        return sorted(range(len(envelopes)), key=keys.__getitem__)
+
+    def end_batch(self) -> None:
+        self._parsed = None
+
+    def __call__(self, envelope: Envelope, session: Session) -> None:
+        parsed = None
+        if self._parsed is not None:
+            # Batch path: writes are collected and inserted together before the commit.
+            PendingWrites.start(session)
+            parsed = self._parsed.get(envelope.event_id)
+        handle_raw(
+            envelope,
+            session,
+            self._clock,
+            self._zone,
+            readings_topic=self._readings_topic,
+            events_topic=self._events_topic,
+            cache=self._cache,
+            parsed=parsed,
+        )
+
+
 def make_handler(
     clock: Clock,
     night_time_zone: str = "UTC",
     readings_topic: str = READINGS_TOPIC,
     events_topic: str = EVENTS_TOPIC,
     cache: SeriesCache | None = None,
-) -> Callable[[Envelope, Session], None]:
-    def handler(envelope: Envelope, session: Session) -> None:
-        handle_raw(
-            envelope,
-            session,
-            clock,
-            night_time_zone,
-            readings_topic=readings_topic,
-            events_topic=events_topic,
-            cache=cache,
-        )
-
-    return handler
+) -> RawHandler:
+    return RawHandler(clock, night_time_zone, readings_topic, events_topic, cache)

@@ -18,6 +18,7 @@ from services.cgm_ingestion.events import (
     RAW_TOPIC,
     READINGS_TOPIC,
     SOURCE,
+    RawHandler,
     make_handler,
     measured_order_key,
 )
@@ -58,10 +59,18 @@ class TimeOrderedRunner(ConsumerRunner):
     """
 
     cache: SeriesCache | None = None
+    raw_handler: RawHandler | None = None
 
     def _handle_batch(self, envelopes: list[Envelope]) -> Any:
-        order = sorted(range(len(envelopes)), key=lambda i: measured_order_key(envelopes[i]))
-        result: Any = super()._handle_batch([envelopes[i] for i in order])
+        if self.raw_handler is None:
+            order = sorted(range(len(envelopes)), key=lambda i: measured_order_key(envelopes[i]))
+            result: Any = super()._handle_batch([envelopes[i] for i in order])
+        else:
+            order = self.raw_handler.order(envelopes)
+            try:
+                result = super()._handle_batch([envelopes[i] for i in order])
+            finally:
+                self.raw_handler.end_batch()
         if isinstance(result, set):
             # Positions handled, reported back in the caller's (arrival) order.
             return {order[position] for position in result}
@@ -108,6 +117,9 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
     relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.01)
     cache = SeriesCache()
+    handler = make_handler(
+        clock, settings.night_time_zone, settings.readings_topic, settings.events_topic, cache=cache
+    )
     runner = TimeOrderedRunner(
         RunnerConfig(
             group_id=settings.consumer_group,
@@ -118,17 +130,12 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
             # Topics created while the service starts are found within seconds, not minutes.
             consumer_overrides={"metadata_max_age_ms": 5000},
         ),
-        make_handler(
-            clock,
-            settings.night_time_zone,
-            settings.readings_topic,
-            settings.events_topic,
-            cache=cache,
-        ),
+        handler,
         sessions,
         clock=clock,
     )
     runner.cache = cache
+    runner.raw_handler = handler
 
     async def consume(stop_event: asyncio.Event) -> None:
         relay.start()

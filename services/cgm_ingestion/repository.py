@@ -36,6 +36,7 @@ from services.runtime.db import new_metadata
 from services.runtime.kafka import dedupe
 
 __all__ = [
+    "PendingWrites",
     "ReadingRepository",
     "SeriesCache",
     "metadata",
@@ -174,6 +175,52 @@ _update_sensor = (
 )
 
 SeriesKey = tuple[str, str]
+_plain_insert_reading = readings.insert()
+
+
+class PendingWrites:
+    """Rows of one poll batch written with one multi-row statement each, just before commit.
+
+    Only used on the batch path, where the series cache decides what is new: a reading the
+    cache missed (another member stored it) makes the plain INSERT fail, the runner rolls the
+    whole batch back and handles its records one by one, where each insert is
+    `ON CONFLICT DO NOTHING` and a conflict counts as a duplicate. Any query of the readings
+    table flushes first, so the transaction always reads its own writes.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.readings: dict[str, dict[str, object]] = {}
+        self.outbox: list[dict[str, object]] = []
+        event.listen(session, "before_commit", self._before_commit)
+
+    @staticmethod
+    def of(session: Session) -> PendingWrites | None:
+        pending: PendingWrites | None = session.info.get("cgm_pending")
+        return pending
+
+    @staticmethod
+    def start(session: Session) -> PendingWrites:
+        pending = PendingWrites.of(session)
+        if pending is None:
+            pending = PendingWrites(session)
+            session.info["cgm_pending"] = pending
+        return pending
+
+    def _before_commit(self, session: Session) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        from services.runtime.outbox import outbox_events
+
+        if self.readings:
+            rows = list(self.readings.values())
+            self.readings = {}
+            self._session.execute(_plain_insert_reading, rows)
+        if self.outbox:
+            rows = self.outbox
+            self.outbox = []
+            self._session.execute(outbox_events.insert(), rows)
 
 
 @dataclass
@@ -283,6 +330,7 @@ class ReadingRepository:
         ]
         if end_us is not None:
             conditions.append(readings.c.device_time_us <= end_us)
+        self._flush_pending()
         rows = self._session.execute(
             select(readings).where(*conditions).order_by(readings.c.device_time_us)
         )
@@ -295,6 +343,7 @@ class ReadingRepository:
             if reading.identity not in series.identities:
                 return None
             return next(r for r in series.rows if r.identity == reading.identity)
+        self._flush_pending()
         row = self._session.execute(
             select(readings).where(readings.c.identity == reading.identity)
         ).first()
@@ -309,7 +358,19 @@ class ReadingRepository:
             return [r for r in cached.rows[lo:] if r.device_time <= end]
         return self._select_series(patient_id, sensor_id, _us(start), _us(end))
 
+    def _flush_pending(self) -> None:
+        pending = PendingWrites.of(self._session)
+        if pending is not None:
+            pending.flush()
+
     def add(self, reading: StoredReading) -> bool:
+        pending = PendingWrites.of(self._session)
+        if pending is not None and self._cache is not None:
+            if reading.identity in pending.readings:
+                return False
+            pending.readings[reading.identity] = _values(reading)
+            self._remember(reading)
+            return True
         statement = _insert_reading[self._session.get_bind().dialect.name]
         result = self._session.execute(statement, _values(reading))
         if getattr(result, "rowcount", 1) == 0:
@@ -318,15 +379,24 @@ class ReadingRepository:
                 self._cache.clear()
                 self._work.pop((reading.patient_id, reading.sensor_id), None)
             return False
+        self._remember(reading)
+        return True
+
+    def _remember(self, reading: StoredReading) -> None:
         series = self._work.get((reading.patient_id, reading.sensor_id))
         if series is not None and _us(reading.device_time) >= series.loaded_from_us:
             times = [r.device_time for r in series.rows]
             series.rows.insert(bisect.bisect_left(times, reading.device_time), reading)
             series.identities.add(reading.identity)
-        return True
 
     def update_assessment(self, reading: StoredReading) -> None:
         values = _values(reading)
+        pending = PendingWrites.of(self._session)
+        if pending is not None and reading.identity in pending.readings:
+            # Not written yet: the pending row takes the new assessment.
+            pending.readings[reading.identity] = values
+            self._update_work(reading)
+            return
         self._session.execute(
             _update_assessment,
             [
@@ -340,6 +410,9 @@ class ReadingRepository:
                 }
             ],
         )
+        self._update_work(reading)
+
+    def _update_work(self, reading: StoredReading) -> None:
         series = self._work.get((reading.patient_id, reading.sensor_id)) if self._cache else None
         if series is not None:
             series.rows = [reading if r.identity == reading.identity else r for r in series.rows]
@@ -400,6 +473,7 @@ class ReadingRepository:
         series = self._work.get((patient_id, sensor_id)) if self._cache else None
         if series is not None and series.rows:
             return series.rows[-1].device_time
+        self._flush_pending()
         value = self._session.execute(
             select(func.max(readings.c.device_time_us)).where(
                 readings.c.patient_id == patient_id, readings.c.sensor_id == sensor_id
