@@ -71,6 +71,7 @@ def sbom(tools: Path, python: Path, out: Path) -> int:
 
 def bandit(tools: Path, out: Path) -> tuple[int, int, list[str]]:
     """bandit over the source; returns (high, medium, descriptions of high findings)."""
+    out.unlink(missing_ok=True)
     result = _run(
         [
             str(tools / "bandit"),
@@ -114,6 +115,7 @@ def bandit(tools: Path, out: Path) -> tuple[int, int, list[str]]:
 
 def pip_audit(tools: Path, python: Path, out: Path) -> int | None:
     """Known vulnerabilities of the pinned environment; None when the data is unreachable."""
+    out.unlink(missing_ok=True)  # a report from an earlier run must not pass for this one
     frozen = _run([str(python), "-m", "pip", "freeze", "--exclude-editable", "--all"])
     requirements = out.with_suffix(".requirements.txt")
     requirements.write_text(
