@@ -24,9 +24,16 @@ from edge.limits import AgeGroup as LimitsAgeGroup
 from edge.limits import load_limits, provision_limits
 from edge.settings import EdgeSettings
 from sim.drivers import SimulatedPerson
-from sim.person import AgeGroup, make_person
+from sim.person import AgeGroup, VirtualPerson, make_person
 
-__all__ = ["SimulatedHub", "build_simulated_hub", "ensure_enrolled", "run_fleet"]
+__all__ = [
+    "SimulatedHub",
+    "build_simulated_hub",
+    "ensure_enrolled",
+    "fleet_person",
+    "fleet_person_id",
+    "run_fleet",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,21 @@ class SimulatedHub:
     pump: SimPump
     cgm: SimCgm
     agent: EdgeAgent
+
+
+def fleet_person_id(index: int, name_prefix: str = "sim-hub") -> str:
+    """The patient id of the fleet's hub `index` (the platform's people are sim-person-NNNN)."""
+    # other prefixes (tests, benches) get people of their own, so their data never mixes with
+    # a running platform's
+    person_prefix = "sim-person" if name_prefix == "sim-hub" else f"{name_prefix}-person"
+    return f"{person_prefix}-{index:04d}"
+
+
+def fleet_person(index: int, name_prefix: str = "sim-hub") -> VirtualPerson:
+    """The virtual person behind hub `index`: the same index always gives the same person, so
+    the gateway's demo seeding derives their therapy settings from the very person simulated."""
+    age: AgeGroup = _AGES[index % len(_AGES)]
+    return make_person(fleet_person_id(index, name_prefix), age, np.random.default_rng([index, 7]))
 
 
 async def ensure_enrolled(
@@ -74,13 +96,9 @@ async def build_simulated_hub(
 ) -> SimulatedHub:
     name = f"{name_prefix}-{index:04d}"
     directory = settings.state_root / name
-    age: AgeGroup = _AGES[index % len(_AGES)]
     clock = settings.clock()
-    # the platform's simulated people are sim-person-NNNN; other prefixes (tests, benches)
-    # get people of their own, so their data never mixes with a running platform's
-    person_prefix = "sim-person" if name_prefix == "sim-hub" else f"{name_prefix}-person"
-    person_id = f"{person_prefix}-{index:04d}"
-    person = make_person(person_id, age, np.random.default_rng([index, 7]))
+    person = fleet_person(index, name_prefix)
+    age = person.age_group
     sim_person = SimulatedPerson(person, clock, seed=index)
     identity = await ensure_enrolled(settings, directory, f"{name}-serial", person.person_id)
     limits_path = directory / "limits.json"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from sqlalchemy import Engine
 
 from gateway.app import create_app
-from gateway.db import make_engine, migrate
+from gateway.db import make_engine, make_session_factory, migrate
+from gateway.security.passwords import Passwords
 from gateway.settings import GatewaySettings
+from gateway.therapy.events import OutboxPublisher
+from services.runtime.clock import Clock
 from services.runtime.logging import configure_logging
 
 __all__ = ["serve"]
@@ -21,7 +25,15 @@ def serve() -> int:
     configure_logging(settings)
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
-    app = create_app(settings, settings.clock(), engine=engine)
+    clock = settings.clock()
+    if settings.demo:
+        _seed_demo(settings, engine, clock)
+    app = create_app(settings, clock, engine=engine)
+    # therapy settings versions leave through the outbox to therapy.settings.v1
+    publisher = OutboxPublisher(
+        settings.kafka_bootstrap_servers, make_session_factory(engine), clock
+    )
+    publisher.start()
     log.info("gateway listening", extra={"host": settings.http_host, "port": settings.http_port})
     # uvicorn handles SIGINT/SIGTERM itself and drains in-flight requests before exiting.
     uvicorn.run(
@@ -32,4 +44,19 @@ def serve() -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    publisher.stop()
     return 0
+
+
+def _seed_demo(settings: GatewaySettings, engine: Engine, clock: Clock) -> None:
+    from gateway.demo import fleet_demo_people, seed_demo
+
+    if settings.demo_password is None:
+        raise SystemExit("LANGERHANS_DEMO needs LANGERHANS_DEMO_PASSWORD")
+    seed_demo(
+        make_session_factory(engine),
+        clock,
+        Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
+        fleet_demo_people(settings.demo_people),
+        settings.demo_password.get_secret_value(),
+    )

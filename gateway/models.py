@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.runtime import outbox
 from services.runtime.db import new_metadata
 
 __all__ = [
@@ -409,3 +410,7 @@ class BolusGuard(Base):
     person_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
     last_issued_at: Mapped[datetime | None]
     last_request_id: Mapped[str | None] = mapped_column(String(36))
+
+
+# Events the gateway announces (therapy settings) leave through the shared transactional outbox.
+outbox.include_in(Base.metadata)

@@ -63,6 +63,11 @@ class GatewaySettings(ServiceSettings):
     # is issued per person per decision window.
     bolus_confirm_ttl_s: int = Field(default=300, ge=30, le=300)
     bolus_decision_window_s: int = Field(default=300, ge=60, le=3600)
+    # Development only (`langerhans run` sets these): demo accounts for the simulated fleet's
+    # people, a caregiver and a clinician, and their therapy settings (gateway/demo.py).
+    demo: bool = False
+    demo_people: int = Field(default=0, ge=0, le=1000)
+    demo_password: SecretStr | None = None
 
     @property
     def issuer(self) -> str:
@@ -70,6 +75,11 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> GatewaySettings:
+        if self.demo and self.environment == "production":
+            raise ValueError(
+                f"LANGERHANS_DEMO creates accounts with a known password: development only, "
+                f"refused in {self.environment}"
+            )
         if self.environment == "development":
             return self
         if self.jwt_private_key_pem is None and self.jwt_private_key_file is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +26,7 @@ from gateway.therapy.guardrails import (
 __all__ = [
     "BasalSegment",
     "CarbRatioSegment",
+    "LoopMode",
     "SensitivitySegment",
     "TargetSegment",
     "TherapySettings",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 MINUTES_PER_DAY = 1440
+# How much the loop may do on its own (langerhans.common.v1 LoopMode), enabled in stages.
+LoopMode = Literal["open_loop", "low_glucose_suspend", "closed_loop_temp_basal", "closed_loop_smb"]
 StartMin = Annotated[int, Field(ge=0, lt=MINUTES_PER_DAY, description="minutes after midnight")]
 
 
@@ -88,10 +92,20 @@ class TherapySettings(_In):
     max_bolus_u: float = Field(gt=0, le=MAX_BOLUS_ABSOLUTE_U)
     max_basal_u_per_h: float = Field(gt=0, le=BASAL_RATE_MAX_U_PER_H)
     max_iob_u: float = Field(default=0.0, ge=0, description="0 = no automatic insulin above basal")
+    loop_mode: LoopMode = Field(
+        default="open_loop", description="what the dosing engine may do on its own"
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, description="IANA zone the schedules' start_min are read in"
+    )
 
     @model_validator(mode="after")
     def _within_limits(self) -> TherapySettings:
         _schedule_ok("basal_schedule", [s.start_min for s in self.basal_schedule])
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.time_zone!r}") from exc
         _schedule_ok("carb_ratios", [s.start_min for s in self.carb_ratios])
         _schedule_ok("sensitivities", [s.start_min for s in self.sensitivities])
         _schedule_ok("targets", [s.start_min for s in self.targets])

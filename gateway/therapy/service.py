@@ -10,6 +10,7 @@ from gateway.access import PatientContext
 from gateway.audit.service import record
 from gateway.errors import Conflict, NotFound
 from gateway.models import TherapySettingsVersion
+from gateway.therapy.events import announce
 from gateway.therapy.repository import TherapyRepository
 from gateway.therapy.schemas import (
     TherapySettings,
@@ -68,6 +69,8 @@ def change_settings(
         reason=data.reason,
     )
     repo.add(row)
+    # published after this request's transaction commits (outbox), never before
+    announce(session, clock, row)
     record(
         session,
         clock,

@@ -11,8 +11,8 @@ from gateway.models import Base
 
 def test_migrations_match_models(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.sqlite3'}"
-    assert migrate(url) == "0002"
-    assert migrate(url) == "0002"  # idempotent
+    assert migrate(url) == "0003"
+    assert migrate(url) == "0003"  # idempotent
     engine = make_engine(url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
