@@ -14,7 +14,7 @@
    latency is from just before the Kafka send to receipt by each follower.
 
     python -m bench.api [--seconds 10] [--rounds 3] [--concurrency 64] [--followers 1000]
-                        [--workers 2] [--load wrk|python]
+                        [--workers 2] [--load wrk|python] [--database-url postgresql://…]
 
 Ends with `RESULT api rps=<n> p99_ms=<x>` and `RESULT stream followers=<n> p99_ms=<x>`.
 """
@@ -51,11 +51,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(db_path: Path, key_pem: str) -> dict[str, str]:
+def _env(database_url: str, key_pem: str) -> dict[str, str]:
     return {
         **os.environ,
         "LANGERHANS_ENVIRONMENT": "test",
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DATABASE_URL": database_url,
         "LANGERHANS_JWT_PRIVATE_KEY_PEM": key_pem,
         "LANGERHANS_SECRET_PEPPER": "bench-pepper-" + "x" * 40,
         "LANGERHANS_ARGON2_TIME_COST": "1",
@@ -418,6 +418,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--database-url", default="", help="an EMPTY database to use instead of a temp SQLite file"
+    )
     parser.add_argument("--rate", type=int, default=1300, help="offered req/s of the p99 rounds")
     parser.add_argument("--load", choices=("wrk", "python"), default="wrk")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -451,7 +454,9 @@ def main() -> int:
         .decode()
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    env = _env(tmp / "gateway.sqlite3", key_pem)
+    database_url = args.database_url or f"sqlite:///{tmp / 'gateway.sqlite3'}"
+    _say(f"store: {database_url.split('@')[-1]}")
+    env = _env(database_url, key_pem)
     _say(f"seeding a person with 24 h of readings and {max(1, args.followers // 10)} caregivers")
     seeded = _seed(env, args.followers)
     port = _free_port()
