@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 from langerhans.dosing.v1 import dosing_engine_service_pb2 as pb
@@ -86,21 +87,44 @@ def build(settings: DosingEngineSettings) -> tuple[Engine, sessionmaker[Session]
     return engine, sessionmaker(engine, expire_on_commit=False)
 
 
+def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
+    """Wait until the broker reports partitions for `topics`; returns those still missing.
+
+    A group member that subscribes before its topics have metadata gets no partitions and
+    kafka-python does not always rebalance later: the engine would sit idle and never decide
+    (seen in `langerhans run`; same guard as cgm-ingestion and alerts).
+    """
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not probe.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.5)
+        return missing
+    finally:
+        probe.close()
+
+
 async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None) -> None:
     clock = settings.clock()
     signer = load_command_signer(settings)
     engine, sessions = build(settings)
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
     relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.01)
+    input_topics = [
+        settings.readings_topic,
+        settings.pump_events_topic,
+        settings.settings_topic,
+        settings.outcomes_topic,
+    ]
     runner = ConsumerRunner(
         RunnerConfig(
             group_id=settings.consumer_group,
-            topics=[
-                settings.readings_topic,
-                settings.pump_events_topic,
-                settings.settings_topic,
-                settings.outcomes_topic,
-            ],
+            topics=input_topics,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             transaction_batch=settings.transaction_batch,
             poll_timeout_ms=50,
@@ -117,6 +141,11 @@ async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None)
 
     async def consume(stop_event: asyncio.Event) -> None:
         relay.start()
+        missing = await asyncio.to_thread(
+            await_topic_metadata, settings.kafka_bootstrap_servers, input_topics
+        )
+        if missing:
+            log.warning("topics without metadata after 30 s: %s", missing)
         task = asyncio.create_task(
             asyncio.to_thread(runner.run, install_signal_handlers=False), name="consumer"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import IO
 
 from services.runtime.settings import DEFAULT_KAFKA_BOOTSTRAP, var_dir
 
-__all__ = ["PLATFORM_PORTS", "ProcessSpec", "Supervisor", "run_platform"]
+__all__ = ["PLATFORM_PORTS", "ProcessSpec", "Supervisor", "platform_ports", "run_platform"]
 
 # Fixed loopback ports for the one-machine platform: (gRPC, metrics).
 PLATFORM_PORTS: dict[str, tuple[int, int]] = {
@@ -32,6 +33,8 @@ PLATFORM_PORTS: dict[str, tuple[int, int]] = {
     "alerts": (50054, 9104),
     "gateway": (8000, 9105),
 }
+# Device gateway's hub-facing listeners (mutual-TLS stream, enrolment).
+HUB_PORTS: tuple[int, int] = (50061, 50062)
 STOP_GRACE_S = 10.0
 MAX_RESTART_BACKOFF_S = 30.0
 
@@ -139,8 +142,39 @@ def _say(message: str) -> None:
     print(f"[langerhans run] {message}", flush=True)
 
 
-def platform_specs(people: int, speed: float, kafka_bootstrap: str) -> list[ProcessSpec]:
+def platform_ports(
+    port_base: int | None = None,
+) -> tuple[dict[str, tuple[int, int]], tuple[int, int]]:
+    """(gRPC/HTTP, metrics) per process and the hub ports; `port_base` moves them all (a second
+    platform on the same machine, e.g. the smoke test): gateway at base, services base+1…4,
+    hub ports base+11/12, metrics base+101…105."""
+    if port_base is None:
+        return dict(PLATFORM_PORTS), HUB_PORTS
+    ports = {
+        name: (port_base + offset, port_base + 101 + i)
+        for i, (name, offset) in enumerate(
+            (
+                ("device-gateway", 1),
+                ("cgm-ingestion", 2),
+                ("dosing-engine", 3),
+                ("alerts", 4),
+                ("gateway", 0),
+            )
+        )
+    }
+    return ports, (port_base + 11, port_base + 12)
+
+
+def platform_specs(
+    people: int,
+    speed: float,
+    kafka_bootstrap: str,
+    *,
+    demo_password: str | None = None,
+    port_base: int | None = None,
+) -> list[ProcessSpec]:
     """The processes of the one-machine platform."""
+    ports, (hub_port, enroll_port) = platform_ports(port_base)
     cli = [sys.executable, "-m", "services.cli"]
     clock_env = {
         "LANGERHANS_CLOCK_SPEED": str(speed),
@@ -152,11 +186,13 @@ def platform_specs(people: int, speed: float, kafka_bootstrap: str) -> list[Proc
         **clock_env,
         **{
             f"LANGERHANS_{name.upper().replace('-', '_')}_ADDR": f"127.0.0.1:{grpc_port}"
-            for name, (grpc_port, _) in PLATFORM_PORTS.items()
+            for name, (grpc_port, _) in ports.items()
         },
+        "LANGERHANS_HUB_ADDR": f"127.0.0.1:{hub_port}",
+        "LANGERHANS_ENROLL_ADDR": f"127.0.0.1:{enroll_port}",
     }
     specs: list[ProcessSpec] = []
-    for name, (port, metrics_port) in PLATFORM_PORTS.items():
+    for name, (port, metrics_port) in ports.items():
         env = {
             **common,
             "LANGERHANS_SERVICE_NAME": name,
@@ -164,6 +200,21 @@ def platform_specs(people: int, speed: float, kafka_bootstrap: str) -> list[Proc
             "LANGERHANS_HTTP_PORT": str(port),
             "LANGERHANS_METRICS_PORT": str(metrics_port),
         }
+        if name == "device-gateway":
+            env |= {
+                "LANGERHANS_HUB_PORT": str(hub_port),
+                "LANGERHANS_ENROLL_PORT": str(enroll_port),
+            }
+        if port_base is not None and name in ("cgm-ingestion", "dosing-engine", "alerts"):
+            # a second platform on the same broker reads the topics in groups of its own
+            env["LANGERHANS_CONSUMER_GROUP"] = f"{name}-p{port_base}"
+        if name == "gateway" and demo_password is not None:
+            # development only: demo accounts for the fleet's people (gateway/demo.py)
+            env |= {
+                "LANGERHANS_DEMO": "1",
+                "LANGERHANS_DEMO_PEOPLE": str(people),
+                "LANGERHANS_DEMO_PASSWORD": demo_password,
+            }
         specs.append(
             ProcessSpec(name, [*cli, "serve", name], env, stop_order=1 if name == "gateway" else 2)
         )
@@ -202,7 +253,17 @@ def run_platform(people: int | None = None, speed: float | None = None) -> int:
         return 1
 
     log_dir = var_dir() / "log"
-    supervisor = Supervisor(platform_specs(people, speed, kafka_bootstrap), log_dir)
+    base = os.environ.get("LANGERHANS_PORT_BASE")
+    port_base = int(base) if base else None
+    ports, _ = platform_ports(port_base)
+    # one password for every demo account, new each run unless given (development only)
+    demo_password = os.environ.get("LANGERHANS_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+    supervisor = Supervisor(
+        platform_specs(
+            people, speed, kafka_bootstrap, demo_password=demo_password, port_base=port_base
+        ),
+        log_dir,
+    )
 
     def on_signal(signum: int, _frame: object) -> None:
         _say(f"received {signal.Signals(signum).name}; stopping")
@@ -212,21 +273,25 @@ def run_platform(people: int | None = None, speed: float | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         supervisor.start_all()
-        gateway_port = PLATFORM_PORTS["gateway"][0]
+        gateway_port = ports["gateway"][0]
         _say(
             "\n"
             f"  web UI and apps API   http://127.0.0.1:{gateway_port}/\n"
             f"  API documentation     http://127.0.0.1:{gateway_port}/docs\n"
             f"  Nightscout API        http://127.0.0.1:{gateway_port}/api/v1/status\n"
             f"  gRPC services         "
-            + ", ".join(f"{n} :{p}" for n, (p, _) in PLATFORM_PORTS.items() if n != "gateway")
+            + ", ".join(f"{n} :{p}" for n, (p, _) in ports.items() if n != "gateway")
             + "\n"
-            "  Prometheus metrics    "
-            + ", ".join(f":{m}" for _, (_, m) in PLATFORM_PORTS.items())
-            + "\n"
+            "  Prometheus metrics    " + ", ".join(f":{m}" for _, (_, m) in ports.items()) + "\n"
             f"  Kafka                 {kafka_bootstrap}\n"
             f"  logs                  {log_dir}/\n"
-            f"  simulated people      {people} (clock speed ×{speed:g})\n"
+            f"  simulated people      {people} (clock speed ×{speed:g}): "
+            f"sim-person-0000 … sim-person-{max(people - 1, 0):04d}\n"
+            "  demo accounts         (development only; all with the password below)\n"
+            "    person              sim-person-0000@demo.langerhans (one per simulated person)\n"
+            "    caregiver           caregiver@demo.langerhans (follows everyone: view, alerts)\n"
+            "    clinician           clinician@demo.langerhans (Demo clinic: view, settings)\n"
+            f"    password            {demo_password}\n"
             "  Ctrl-C stops everything."
         )
         supervisor.watch()
