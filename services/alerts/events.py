@@ -22,11 +22,16 @@ from sqlalchemy.orm import Session
 
 from services.alerts.lifecycle import Alert, AlertState
 from services.alerts.model import AlertKind, Severity
-from services.alerts.repository import AlertRepository
+from services.alerts.repository import AlertRepository, BatchView
 from services.alerts.service import AlertsService, Channel, Delivery, DeliveryStatus, EscalationPlan
 from services.runtime import outbox
 from services.runtime.clock import Clock
-from services.runtime.kafka.envelope import Envelope, MalformedEventError
+from services.runtime.kafka.envelope import (
+    Envelope,
+    MalformedEventError,
+    ProtoMessage,
+    new_envelope,
+)
 
 __all__ = [
     "ALERTS_TOPIC",
@@ -34,8 +39,10 @@ __all__ = [
     "INPUT_TOPICS",
     "SOURCE",
     "AlertTopics",
+    "AlertsHandler",
     "OutboxAlertEvents",
     "alert_to_proto",
+    "handle",
     "make_handler",
 ]
 
@@ -157,6 +164,9 @@ class AlertTopics:
     deliveries: str = DELIVERIES_TOPIC
 
 
+_outbox_insert = outbox.outbox_events.insert()
+
+
 class OutboxAlertEvents:
     """AlertEvents written into the outbox of the caller's transaction."""
 
@@ -173,22 +183,35 @@ class OutboxAlertEvents:
             changed_by=alert.acknowledged_by if previous and "by" in reason else "alerts",
         )
         message.changed_at.FromDatetime(self._clock.now())
-        outbox.add(
-            self._session, self._topics.alerts, alert.patient_id, message, source=SOURCE,
-            clock=self._clock,
-        )  # fmt: skip
+        self._add(self._topics.alerts, alert.patient_id, message, None)
 
     def delivery_recorded(self, delivery: Delivery) -> None:
         key = f"{delivery.delivery_id}|{delivery.status.value}|{delivery.attempts}"
-        outbox.add(
-            self._session,
-            self._topics.deliveries,
-            delivery.patient_id,
-            delivery_to_proto(delivery),
-            source=SOURCE,
-            clock=self._clock,
-            # The same attempt outcome always carries the same event id (consumers dedupe).
-            event_id=str(uuid.uuid5(_EVENT_NAMESPACE, key)),
+        # The same attempt outcome always carries the same event id (consumers dedupe).
+        event_id = str(uuid.uuid5(_EVENT_NAMESPACE, key))
+        self._add(
+            self._topics.deliveries, delivery.patient_id, delivery_to_proto(delivery), event_id
+        )
+
+    def _add(self, topic: str, key: str, message: ProtoMessage, event_id: str | None) -> None:
+        """`outbox.add` with a statement prepared once (building one per call cost more)."""
+        now = self._clock.now()
+        envelope = new_envelope(key, message, source=SOURCE, time=now, event_id=event_id)
+        self._session.execute(
+            _outbox_insert,
+            [
+                {
+                    "event_id": envelope.event_id,
+                    "topic": topic,
+                    "key": envelope.key,
+                    "event_type": envelope.event_type,
+                    "source": envelope.source,
+                    "event_time": envelope.time,
+                    "content_type": envelope.content_type,
+                    "payload": envelope.data,
+                    "created_at": now,
+                }
+            ],
         )
 
 
@@ -262,49 +285,118 @@ def _on_telemetry(service: AlertsService, telemetry: device_pb2.DeviceTelemetry)
             service.on_delivery_uncertain(patient, at, uncertain=True)
 
 
+_READING_TYPE = cgm_pb2.CgmReading.DESCRIPTOR.full_name
+
+
+class AlertsHandler:
+    """The consumer handler: one event, one unit of work in the runner's transaction.
+
+    Between `begin_batch(envelopes)` and `end_batch()` (a poll batch in one transaction) the
+    people of the batch are loaded together and their states written together (`BatchView`),
+    and each reading is parsed once.
+    """
+
+    def __init__(
+        self, clock: Clock, topics: AlertTopics, default_plan: EscalationPlan | None = None
+    ) -> None:
+        self._clock = clock
+        self._topics = topics
+        self._plan = default_plan
+        self._batch: list[Envelope] | None = None
+        self._readings: dict[str, cgm_pb2.CgmReading] = {}
+
+    def begin_batch(self, envelopes: list[Envelope]) -> None:
+        self._batch = envelopes
+        self._readings = {}
+
+    def end_batch(self) -> None:
+        self._batch = None
+        self._readings = {}
+
+    def _reading(self, envelope: Envelope) -> cgm_pb2.CgmReading:
+        reading = self._readings.get(envelope.event_id)
+        return reading if reading is not None else envelope.parse(cgm_pb2.CgmReading)
+
+    def _start_view(self, session: Session) -> None:
+        assert self._batch is not None
+        patients: set[str] = set()
+        for envelope in self._batch:
+            if envelope.event_type == _READING_TYPE:
+                try:
+                    reading = envelope.parse(cgm_pb2.CgmReading)
+                except MalformedEventError:
+                    continue
+                self._readings[envelope.event_id] = reading
+                patients.add(reading.patient_id)
+        BatchView.start(session, patients)
+
+    def __call__(self, envelope: Envelope, session: Session) -> None:
+        if self._batch is not None and BatchView.of(session) is None:
+            self._start_view(session)
+        handle(
+            envelope,
+            session,
+            self._clock,
+            self._topics,
+            default_plan=self._plan,
+            parse_reading=self._reading,
+        )
+
+
+def handle(
+    envelope: Envelope,
+    session: Session,
+    clock: Clock,
+    topics: AlertTopics,
+    *,
+    default_plan: EscalationPlan | None = None,
+    parse_reading: Callable[[Envelope], cgm_pb2.CgmReading] | None = None,
+) -> None:
+    """One event in the caller's transaction."""
+    service = AlertsService(
+        AlertRepository(session, default_plan), OutboxAlertEvents(session, clock, topics), clock
+    )
+    kind = envelope.event_type
+    if kind == _READING_TYPE:
+        if parse_reading is not None:
+            reading = parse_reading(envelope)
+        else:
+            reading = envelope.parse(cgm_pb2.CgmReading)
+        rate = reading.rate_mg_dl_per_min if reading.HasField("rate_mg_dl_per_min") else None
+        service.on_reading(
+            reading.patient_id, _dt(reading.measured_at), reading.glucose_mg_dl, rate
+        )
+    elif kind == dosing_pb2.DosingDecision.DESCRIPTOR.full_name:
+        decision = envelope.parse(dosing_pb2.DosingDecision)
+        forecast: list[tuple[float, float]] = []
+        start = None
+        if decision.forecast.lines:
+            line = decision.forecast.lines[0]
+            start = _dt(line.start_time)
+            step = line.interval_min or 5
+            forecast = [(i * step, g) for i, g in enumerate(line.glucose_mg_dl)]
+        service.on_decision(
+            decision.patient_id, _dt(decision.decided_at), decision.iob_u, forecast, start
+        )
+    elif kind == pump_pb2.PumpEvent.DESCRIPTOR.full_name:
+        _on_pump_event(service, envelope.parse(pump_pb2.PumpEvent))
+    elif kind == device_pb2.DeviceTelemetry.DESCRIPTOR.full_name:
+        _on_telemetry(service, envelope.parse(device_pb2.DeviceTelemetry))
+    elif kind == therapy_pb2.TherapySettingsChanged.DESCRIPTOR.full_name:
+        therapy = envelope.parse(therapy_pb2.TherapySettingsChanged).settings
+        # The first segment of each schedule: enough for the infusion-set model's scale.
+        service.on_therapy_settings(
+            therapy.patient_id,
+            isf_mg_dl_per_u=(therapy.sensitivity_schedule or [_NO_ISF])[0].isf_mg_dl_per_u,
+            carb_ratio_g_per_u=(therapy.carb_ratio_schedule or [_NO_CR])[0].carb_ratio_g_per_u,
+            scheduled_basal_u_per_h=(therapy.basal_schedule or [_NO_BASAL])[0].rate_u_per_h,
+            time_zone=therapy.time_zone,
+        )
+    else:
+        raise MalformedEventError(f"alerts does not handle {kind!r}")
+
+
 def make_handler(
     clock: Clock, topics: AlertTopics, default_plan: EscalationPlan | None = None
-) -> Callable[[Envelope, Session], None]:
-    """The consumer handler: one event, one unit of work in the runner's transaction."""
-
-    def handler(envelope: Envelope, session: Session) -> None:
-        service = AlertsService(
-            AlertRepository(session, default_plan), OutboxAlertEvents(session, clock, topics), clock
-        )
-        kind = envelope.event_type
-        if kind == cgm_pb2.CgmReading.DESCRIPTOR.full_name:
-            reading = envelope.parse(cgm_pb2.CgmReading)
-            rate = reading.rate_mg_dl_per_min if reading.HasField("rate_mg_dl_per_min") else None
-            service.on_reading(
-                reading.patient_id, _dt(reading.measured_at), reading.glucose_mg_dl, rate
-            )
-        elif kind == dosing_pb2.DosingDecision.DESCRIPTOR.full_name:
-            decision = envelope.parse(dosing_pb2.DosingDecision)
-            forecast: list[tuple[float, float]] = []
-            start = None
-            if decision.forecast.lines:
-                line = decision.forecast.lines[0]
-                start = _dt(line.start_time)
-                step = line.interval_min or 5
-                forecast = [(i * step, g) for i, g in enumerate(line.glucose_mg_dl)]
-            service.on_decision(
-                decision.patient_id, _dt(decision.decided_at), decision.iob_u, forecast, start
-            )
-        elif kind == pump_pb2.PumpEvent.DESCRIPTOR.full_name:
-            _on_pump_event(service, envelope.parse(pump_pb2.PumpEvent))
-        elif kind == device_pb2.DeviceTelemetry.DESCRIPTOR.full_name:
-            _on_telemetry(service, envelope.parse(device_pb2.DeviceTelemetry))
-        elif kind == therapy_pb2.TherapySettingsChanged.DESCRIPTOR.full_name:
-            therapy = envelope.parse(therapy_pb2.TherapySettingsChanged).settings
-            # The first segment of each schedule: enough for the infusion-set model's scale.
-            service.on_therapy_settings(
-                therapy.patient_id,
-                isf_mg_dl_per_u=(therapy.sensitivity_schedule or [_NO_ISF])[0].isf_mg_dl_per_u,
-                carb_ratio_g_per_u=(therapy.carb_ratio_schedule or [_NO_CR])[0].carb_ratio_g_per_u,
-                scheduled_basal_u_per_h=(therapy.basal_schedule or [_NO_BASAL])[0].rate_u_per_h,
-                time_zone=therapy.time_zone,
-            )
-        else:
-            raise MalformedEventError(f"alerts does not handle {kind!r}")
-
-    return handler
+) -> AlertsHandler:
+    return AlertsHandler(clock, topics, default_plan)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from langerhans.alerts.v1 import alerts_service_pb2 as pb
 from langerhans.alerts.v1 import alerts_service_pb2_grpc as pb_grpc
@@ -20,6 +21,7 @@ from services.alerts.events import (
     DELIVERIES_TOPIC,
     INPUT_TOPICS,
     SOURCE,
+    AlertsHandler,
     AlertTopics,
     OutboxAlertEvents,
     make_handler,
@@ -33,6 +35,7 @@ from services.runtime.clock import Clock
 from services.runtime.db import create_service_engine, session_scope
 from services.runtime.grpc_server import run_service, servicer
 from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.settings import ServiceSettings
@@ -77,6 +80,22 @@ class AlertsSettings(ServiceSettings):
         return EscalationPlan(
             (Recipient("platform-webhook", Tier.PERSON, Channel.WEBHOOK, self.default_webhook_url),)
         )
+
+
+class BatchRunner(ConsumerRunner):
+    """Tells the handler which events share the poll batch's transaction, so it loads and
+    writes their people together. (A public batch hook on the runner would replace this.)"""
+
+    batch_handler: AlertsHandler | None = None
+
+    def _handle_batch(self, envelopes: list[Envelope]) -> Any:
+        if self.batch_handler is None:
+            return super()._handle_batch(envelopes)
+        self.batch_handler.begin_batch(envelopes)
+        try:
+            return super()._handle_batch(envelopes)
+        finally:
+            self.batch_handler.end_batch()
 
 
 def build(settings: AlertsSettings) -> tuple[Engine, sessionmaker[Session]]:
@@ -163,7 +182,8 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
     plan = settings.default_plan()
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
     relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.02)
-    runner = ConsumerRunner(
+    handler = make_handler(clock, topics, plan)
+    runner = BatchRunner(
         RunnerConfig(
             group_id=settings.consumer_group,
             topics=settings.input_topics,
@@ -173,10 +193,11 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
             # Topics created while the service starts are found within seconds, not minutes.
             consumer_overrides={"metadata_max_age_ms": 5000},
         ),
-        make_handler(clock, topics, plan),
+        handler,
         sessions,
         clock=clock,
     )
+    runner.batch_handler = handler
     senders: dict[Channel, Sender] = {
         Channel.WEBHOOK: WebhookSender(settings.webhook_secret.encode()).send,
         Channel.EMAIL: EmailSender(

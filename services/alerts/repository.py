@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from services.alerts.lifecycle import Alert, AlertState, Tier, next_due
@@ -33,7 +36,7 @@ from services.alerts.service import (
 from services.runtime.db import new_metadata
 from services.runtime.kafka import dedupe
 
-__all__ = ["AlertRepository", "alerts", "deliveries", "metadata"]
+__all__ = ["AlertRepository", "BatchView", "alerts", "deliveries", "metadata"]
 
 metadata = new_metadata()
 
@@ -133,6 +136,14 @@ _select_open = select(alerts).where(
 )
 
 
+_insert_alert = alerts.insert()
+_update_alert = (
+    update(alerts)
+    .where(alerts.c.alert_id == bindparam("b_alert_id"))
+    .values({c.name: bindparam(f"b_{c.name}") for c in alerts.columns if c.name != "alert_id"})
+)
+
+
 def _us(value: datetime | None) -> int | None:
     return None if value is None else round(value.timestamp() * 1_000_000)
 
@@ -166,7 +177,10 @@ def _alert_values(alert: Alert) -> dict[str, object]:
 
 
 def _alert(row: object) -> Alert:
-    m = row._mapping  # type: ignore[attr-defined]
+    return _alert_from(row._mapping)  # type: ignore[attr-defined]
+
+
+def _alert_from(m: Mapping[str, Any]) -> Alert:
     raised = _dt(m["raised_at_us"])
     updated = _dt(m["updated_at_us"])
     assert raised is not None
@@ -243,6 +257,98 @@ def plan_from_json(text: str) -> EscalationPlan:
     )
 
 
+class BatchView:
+    """What a consumer poll batch reads and writes about its people, in its own transaction.
+
+    Loaded with three queries for all people of the batch instead of three per event; person
+    states are written with one multi-row statement just before the commit. Alerts are still
+    written at once (rare) and the view follows those writes, so every event of the batch
+    sees exactly what it would see reading the tables.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.states: dict[str, PatientState | None] = {}
+        self.existing: set[str] = set()
+        self.dirty: dict[str, tuple[PatientState, int]] = {}
+        self.settings: dict[str, AlertSettings] = {}
+        self.open_rows: dict[str, dict[str, dict[str, Any]]] = {}
+        sa_event.listen(session, "before_commit", self._before_commit)
+
+    @staticmethod
+    def of(session: Session) -> BatchView | None:
+        view: BatchView | None = session.info.get("alerts_batch")
+        return view
+
+    @staticmethod
+    def start(session: Session, patient_ids: Iterable[str]) -> BatchView:
+        view = BatchView.of(session)
+        if view is None:
+            view = BatchView(session)
+            session.info["alerts_batch"] = view
+            view.load(set(patient_ids))
+        return view
+
+    def load(self, patient_ids: set[str]) -> None:
+        wanted = [p for p in patient_ids if p not in self.states]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for patient in chunk:
+                self.states[patient] = None
+                self.settings[patient] = AlertSettings()
+                self.open_rows[patient] = {}
+            rows = self._session.execute(
+                select(patient_states.c.patient_id, patient_states.c.state_json).where(
+                    patient_states.c.patient_id.in_(chunk)
+                )
+            )
+            for patient, text in rows:
+                self.states[patient] = PatientState.from_json(json.loads(text))
+                self.existing.add(patient)
+            rows = self._session.execute(
+                select(alert_settings.c.patient_id, alert_settings.c.settings_json).where(
+                    alert_settings.c.patient_id.in_(chunk)
+                )
+            )
+            for patient, text in rows:
+                self.settings[patient] = AlertSettings.from_json(json.loads(text))
+            for row in self._session.execute(
+                select(alerts).where(alerts.c.patient_id.in_(chunk), alerts.c.open_key.is_not(None))
+            ):
+                values = dict(row._mapping)
+                self.open_rows[values["patient_id"]][values["alert_id"]] = values
+
+    def alert_written(self, values: dict[str, Any]) -> None:
+        patient = values["patient_id"]
+        if patient not in self.open_rows:
+            return
+        if values["open_key"] is None:
+            self.open_rows[patient].pop(values["alert_id"], None)
+        else:
+            self.open_rows[patient][values["alert_id"]] = values
+
+    def _before_commit(self, _session: Session) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        updates: list[dict[str, object]] = []
+        inserts: list[dict[str, object]] = []
+        for patient, (state, at_us) in self.dirty.items():
+            text = json.dumps(state.to_json())
+            if patient in self.existing:
+                updates.append({"b_patient": patient, "b_json": text, "b_at": at_us})
+            else:
+                inserts.append({"patient_id": patient, "state_json": text, "updated_at_us": at_us})
+                self.existing.add(patient)
+        self.dirty = {}
+        if updates:
+            self._session.execute(_update_state, updates)
+        if inserts:
+            self._session.execute(_insert_state, inserts)
+
+
 class AlertRepository:
     """Alerts, deliveries, person state, settings and plans in the caller's session."""
 
@@ -252,10 +358,20 @@ class AlertRepository:
 
     # -- person state
     def load_state(self, patient_id: str) -> PatientState | None:
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.load({patient_id})
+            return view.states[patient_id]
         text = self._session.execute(_select_state, {"b_patient": patient_id}).scalar_one_or_none()
         return PatientState.from_json(json.loads(text)) if text else None
 
     def save_state(self, state: PatientState, now: datetime) -> None:
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.load({state.patient_id})
+            view.states[state.patient_id] = state
+            view.dirty[state.patient_id] = (state, round(now.timestamp() * 1_000_000))
+            return
         text, at = json.dumps(state.to_json()), _us(now)
         result = self._session.execute(
             _update_state, {"b_patient": state.patient_id, "b_json": text, "b_at": at}
@@ -267,10 +383,17 @@ class AlertRepository:
             )
 
     def patient_ids(self) -> list[str]:
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.flush()
         return list(self._session.execute(select(patient_states.c.patient_id)).scalars())
 
     # -- settings and plans
     def settings(self, patient_id: str) -> AlertSettings:
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.load({patient_id})
+            return view.settings[patient_id]
         text = self._session.execute(
             _select_settings, {"b_patient": patient_id}
         ).scalar_one_or_none()
@@ -295,6 +418,10 @@ class AlertRepository:
                 .where(alert_settings.c.patient_id == patient_id)
                 .values(version=version, settings_json=text)
             )
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.load({patient_id})
+            view.settings[patient_id] = AlertSettings.from_json(json.loads(text))
         return version
 
     def plan(self, patient_id: str) -> EscalationPlan:
@@ -330,6 +457,13 @@ class AlertRepository:
 
     # -- alerts
     def open_alerts(self, patient_id: str) -> dict[AlertKind, Alert]:
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.load({patient_id})
+            # Fresh objects every time, as from the table (callers change them in place).
+            found = [_alert_from(v) for v in view.open_rows[patient_id].values()]
+            found.sort(key=lambda a: a.raised_at)
+            return {a.kind: a for a in found}
         rows = self._session.execute(_select_open, {"b_patient": patient_id})
         found = [_alert(r) for r in rows]
         return {a.kind: a for a in found}
@@ -339,14 +473,18 @@ class AlertRepository:
         return _alert(row) if row else None
 
     def add_alert(self, alert: Alert) -> None:
-        self._session.execute(alerts.insert().values(**_alert_values(alert)))
+        values = _alert_values(alert)
+        self._session.execute(_insert_alert, [values])
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.alert_written(values)
 
     def save_alert(self, alert: Alert) -> None:
         values = _alert_values(alert)
-        del values["alert_id"]
-        self._session.execute(
-            update(alerts).where(alerts.c.alert_id == alert.alert_id).values(**values)
-        )
+        self._session.execute(_update_alert, [{f"b_{k}": v for k, v in values.items()}])
+        view = BatchView.of(self._session)
+        if view is not None:
+            view.alert_written(values)
 
     def due_alerts(self, now: datetime, limit: int) -> list[Alert]:
         rows = self._session.execute(
