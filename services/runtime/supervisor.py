@@ -9,6 +9,7 @@ first, then the gateway, then the services, then the broker it started: nothing 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -165,6 +166,16 @@ def platform_ports(
     return ports, (port_base + 11, port_base + 12)
 
 
+def _last_simulated_instant(clock_file: Path) -> datetime:
+    """Where the previous run's simulated clock stopped (the epoch if unknown or unreadable)."""
+    try:
+        saved = json.loads(clock_file.read_text())["last_simulated_instant"]
+        instant = datetime.fromisoformat(saved)
+    except (OSError, ValueError, KeyError, TypeError):
+        return datetime.fromtimestamp(0, UTC)
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
 def platform_specs(
     people: int,
     speed: float,
@@ -172,14 +183,18 @@ def platform_specs(
     *,
     demo_password: str | None = None,
     port_base: int | None = None,
+    sim_start: datetime | None = None,
+    real_start_epoch_s: float | None = None,
 ) -> list[ProcessSpec]:
     """The processes of the one-machine platform."""
     ports, (hub_port, enroll_port) = platform_ports(port_base)
     cli = [sys.executable, "-m", "services.cli"]
     clock_env = {
         "LANGERHANS_CLOCK_SPEED": str(speed),
-        "LANGERHANS_CLOCK_SIM_START": datetime.now(UTC).isoformat(),
-        "LANGERHANS_CLOCK_REAL_START_EPOCH_S": repr(time.time()),
+        "LANGERHANS_CLOCK_SIM_START": (sim_start or datetime.now(UTC)).isoformat(),
+        "LANGERHANS_CLOCK_REAL_START_EPOCH_S": repr(
+            time.time() if real_start_epoch_s is None else real_start_epoch_s
+        ),
     }
     common = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -258,9 +273,21 @@ def run_platform(people: int | None = None, speed: float | None = None) -> int:
     ports, _ = platform_ports(port_base)
     # one password for every demo account, new each run unless given (development only)
     demo_password = os.environ.get("LANGERHANS_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+    # Simulated time never goes backwards across runs: services keep their state in var/, and
+    # an accelerated run that ended hours "ahead" would otherwise make the next run's readings
+    # look stale to them.
+    clock_file = var_dir() / "run-clock.json"
+    sim_start = max(datetime.now(UTC), _last_simulated_instant(clock_file))
+    real_start_epoch_s = time.time()
     supervisor = Supervisor(
         platform_specs(
-            people, speed, kafka_bootstrap, demo_password=demo_password, port_base=port_base
+            people,
+            speed,
+            kafka_bootstrap,
+            demo_password=demo_password,
+            port_base=port_base,
+            sim_start=sim_start,
+            real_start_epoch_s=real_start_epoch_s,
         ),
         log_dir,
     )
@@ -297,6 +324,8 @@ def run_platform(people: int | None = None, speed: float | None = None) -> int:
         supervisor.watch()
     finally:
         supervisor.stop_all()
+        reached = sim_start + timedelta(seconds=(time.time() - real_start_epoch_s) * speed)
+        clock_file.write_text(json.dumps({"last_simulated_instant": reached.isoformat()}))
         if started_kafka:
             _say("stopping the local Kafka broker")
             kafka_command("down")
