@@ -467,12 +467,12 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
         if cov >= 20.0:
             v_rc = disc / cov
 
-    # ---- share of the newest meal's absorption window still ahead (at the minimum rate):
-    # depends on time only, so neither a lower reading nor more carbs can lower the guard below
+    # ---- share of the newest meal still to absorb by the carb model (time only, so neither a
+    # lower reading nor more carbs can lower the guard below)
     frac_left = 0.0
     for j in range(nc):
-        if cg[j] > 0.0 and crel[j] + 1.5 * cabs[j] > 0.0:
-            x = 1.0 - overlap(crel[j], crel[j] + 1.5 * cabs[j], -1e18, 0.0) / (1.5 * cabs[j])
+        if cg[j] > 0.0:
+            x = 1.0 - carb_fraction(-crel[j] - CARB_DELAY_MIN, cabs[j], cmodel)
             if x > frac_left:
                 frac_left = x
 

@@ -319,12 +319,13 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         if cov >= 20.0:
             v_rc = disc / cov
 
-    # share of the newest meal's absorption window still ahead (time only: monotone guard)
+    # share of the newest meal still to absorb by the carb model (time only: monotone guard)
     frac_left = 0.0
     for j in range(nc):
-        if cg[j] > 0.0 and crel[j] + 1.5 * cabs[j] > 0.0:
-            x = 1.0 - _overlap(crel[j], crel[j] + 1.5 * cabs[j], -1e18, 0.0) / (1.5 * cabs[j])
-            frac_left = max(frac_left, x)
+        if cg[j] > 0.0:
+            frac_left = max(
+                frac_left, 1.0 - carb_fraction(-crel[j] - CARB_DELAY_MIN, cabs[j], cmodel)
+            )
 
     pd = ud = zc = 0.0
     eventual = bg
