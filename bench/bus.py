@@ -252,6 +252,57 @@ def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> floa
     return rate
 
 
+def _floor(args: argparse.Namespace, bootstrap: str) -> None:
+    """kafka-python alone, no backbone: the same records (key, 100 B value, the same CloudEvents
+    headers) produced and then consumed by bare KafkaProducer/KafkaConsumer, in this process,
+    with no decoding, dedupe or storage. Its CPU per message is the floor under the backbone."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from services.runtime.kafka import EventProducer
+    from services.runtime.kafka.envelope import encode_headers, new_envelope
+    from services.runtime.topics import TopicSpec, ensure_topics
+
+    topic = f"bench.bus.f{uuid.uuid4().hex[:8]}.v1"
+    ensure_topics([TopicSpec(topic, PARTITIONS, "bench", retention_ms=3_600_000)], bootstrap)
+    n = args.floor_messages
+    template = new_envelope("patient-0", _payload(0), source="bench-bus", time=_now(),
+                            event_type="bench.Ping")  # fmt: skip
+    headers = encode_headers(template)  # same header names and sizes as the backbone's
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                             linger_ms=args.linger_ms, batch_size=256 * 1024,
+                             partitioner=EventProducer.default_partitioner())  # fmt: skip
+    keys = [f"patient-{i}".encode() for i in range(PATIENTS)]
+    cpu0_s = _cpu_s()
+    for i in range(n):
+        producer.send(topic, key=keys[i % PATIENTS], value=_payload(i), headers=headers)
+    producer.flush(120)
+    produce_us = (_cpu_s() - cpu0_s) / n * 1e6
+    producer.close()
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"floor-{topic}",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=args.transaction_batch,
+                             fetch_max_wait_ms=20)  # fmt: skip
+    got = 0
+    cpu0_s = 0.0
+    while got < n:
+        batch = consumer.poll(timeout_ms=500)
+        if got == 0 and batch:
+            cpu0_s = _cpu_s()  # after the group join
+        for records in batch.values():
+            got += len(records)
+    consume_us = (_cpu_s() - cpu0_s) / n * 1e6
+    consumer.close(autocommit=False)
+    print(f"floor (kafka-python alone, {n:,} messages): produce {produce_us:.1f} µs/msg, "
+          f"consume {consume_us:.1f} µs/msg of CPU; together {produce_us + consume_us:.1f} "
+          f"({_load()})", flush=True)  # fmt: skip
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
 def _cpu_budget(
     messages: int, producer_s: float, consumer_s: list[float], broker_s: float | None
 ) -> None:
@@ -365,6 +416,9 @@ def main() -> int:
     parser.add_argument("--transaction-batch", type=int, default=1000)
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--skip-throughput", action="store_true", help="latency phase only")
+    parser.add_argument("--skip-latency", action="store_true", help="throughput phase only")
+    parser.add_argument("--floor-messages", type=int, default=50_000,
+                        help="kafka-python alone, for comparison (0: skip)")  # fmt: skip
     # consumer role
     parser.add_argument("--bootstrap", default="")
     parser.add_argument("--topic", default="")
@@ -391,7 +445,11 @@ def main() -> int:
     print(f"bench-bus: broker {bootstrap}, {os.cpu_count()} CPUs, load average {load:.1f}",
           flush=True)  # fmt: skip
 
+    if args.floor_messages and not args.skip_throughput:
+        _floor(args, bootstrap)
     rate = 0.0 if args.skip_throughput else _throughput(args, bootstrap, out_dir)
+    if args.skip_latency:
+        return 0
     latencies_ms = _latency(args, bootstrap, out_dir)
     if latencies_ms.size == 0:
         print("bench-bus: no latency samples", file=sys.stderr)

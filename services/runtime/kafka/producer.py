@@ -108,12 +108,17 @@ class EventProducer:
         self.source = source
         self._clock = clock or SystemClock()
         self._sent_children: dict[str, Any] = {}
-        config.setdefault("partitioner", KeyHashCachingPartitioner())
+        config.setdefault("partitioner", self.default_partitioner())
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id or f"langerhans-{source}",
             **config,
         )
+
+    @staticmethod
+    def default_partitioner() -> KeyHashCachingPartitioner:
+        """The partitioner every EventProducer uses (for bare kafka-python producers)."""
+        return KeyHashCachingPartitioner()
 
     def _sent(self, topic: str) -> Any:
         child = self._sent_children.get(topic)
