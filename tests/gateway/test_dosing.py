@@ -161,7 +161,8 @@ def test_remote_bolus_two_steps_and_audit(
     ada, mum = make_user(wired), make_user(wired, "caregiver")
     follow(wired, ada, mum, view=True, remote_bolus=True)
     req = _request(wired, ada, mum)
-    assert req["status"] == "pending" and req["origin"] == "remote"
+    assert req["status"] == "pending"
+    assert req["origin"] == "remote"
     assert req["insulin_u"] == pytest.approx(4.0, abs=0.01)
     # The person cannot confirm someone else's request; nothing is issued.
     other = wired.post(
@@ -173,14 +174,16 @@ def test_remote_bolus_two_steps_and_audit(
         f"/api/v1/people/{ada.id}/bolus-requests/{req['request_id']}/confirm", headers=mum.auth
     )
     assert done.status_code == 200, done.text
-    assert done.json()["status"] == "issued" and done.json()["command_id"] == "cmd-1"
+    assert done.json()["status"] == "issued"
+    assert done.json()["command_id"] == "cmd-1"
     again = wired.post(
         f"/api/v1/people/{ada.id}/bolus-requests/{req['request_id']}/confirm", headers=mum.auth
     )
     assert again.json()["command_id"] == "cmd-1"
     assert len(engine_fake.issued) == 1
     actions = _actions(engine)
-    assert actions.count("bolus.requested") == 1 and actions.count("bolus.issued") == 1
+    assert actions.count("bolus.requested") == 1
+    assert actions.count("bolus.issued") == 1
 
 
 def test_more_than_recommended_is_refused(wired: TestClient) -> None:
@@ -248,7 +251,8 @@ def test_concurrent_confirmations_issue_one_bolus_per_window(
     ok = wired.post(
         f"/api/v1/people/{ada.id}/bolus-requests/{later['request_id']}/confirm", headers=ada.auth
     )
-    assert ok.status_code == 200 and len(engine_fake.issued) == 2
+    assert ok.status_code == 200
+    assert len(engine_fake.issued) == 2
 
 
 def test_alerts_list_acknowledge_snooze(
@@ -268,10 +272,12 @@ def test_alerts_list_acknowledge_snooze(
     ack = wired.post(
         f"/api/v1/people/{ada.id}/alerts/a-1/acknowledge", json={"note": "juice"}, headers=mum.auth
     )
-    assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
+    assert ack.status_code == 200
+    assert ack.json()["state"] == "acknowledged"
     assert ack.json()["acknowledged_by"] == mum.id
     snooze = wired.post(
         f"/api/v1/people/{ada.id}/alerts/a-1/snooze", json={"duration_min": 30}, headers=ada.auth
     )
-    assert snooze.status_code == 200 and snooze.json()["alert"]["state"] == "snoozed"
+    assert snooze.status_code == 200
+    assert snooze.json()["alert"]["state"] == "snoozed"
     assert {"alert.acknowledged", "alert.snoozed"} <= set(_actions(engine))

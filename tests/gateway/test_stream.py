@@ -65,7 +65,8 @@ def test_follower_receives_readings_stranger_and_revoked_do_not(
         assert ews.receive_json() == {"type": "subscribed", "person_ids": [], "refused": [ada.id]}
         hub.publish_threadsafe(ada.id, "reading", _reading(123))
         got = mws.receive_json()
-        assert got["type"] == "reading" and got["data"]["glucose_mg_dl"] == 123
+        assert got["type"] == "reading"
+        assert got["data"]["glucose_mg_dl"] == 123
         # The stranger got nothing: the next thing on its socket is the answer to a ping.
         ews.send_json({"type": "ping"})
         assert ews.receive_json() == {"type": "pong"}
@@ -89,7 +90,8 @@ def test_bad_token_is_refused_and_token_never_in_url(stream_client: TestClient) 
     with stream_client.websocket_connect("/api/v1/stream") as ws:
         ws.send_json({"type": "auth", "access_token": "not-a-token"})
         got = ws.receive_json()
-        assert got["type"] == "error" and got["code"] == "unauthenticated"
+        assert got["type"] == "error"
+        assert got["code"] == "unauthenticated"
     with stream_client.websocket_connect("/api/v1/stream?access_token=x") as ws:
         ws.send_json({"type": "subscribe", "person_ids": ["x"]})
         assert ws.receive_json()["code"] == "unauthenticated"
@@ -107,6 +109,7 @@ async def test_slow_subscriber_drops_oldest_with_gap_marker() -> None:
         if i < 3:
             assert len(await fast.next_batch()) == 1
     batch = await slow.next_batch()
-    assert '"gap"' in batch[0] and '"dropped": 2' in batch[0]
+    assert '"gap"' in batch[0]
+    assert '"dropped": 2' in batch[0]
     assert [m for m in batch[1:] if '"i": 4' in m]
     assert len(batch) == 4
