@@ -72,6 +72,9 @@ class LoopTuning:
     # more than an adult's (their meals stay high at 0.8 ×); a clinician strengthens their CR
     # further when starting the loop (in-silico titration, see docs/clinical-dosing-engine.md)
     carb_ratio_factor_child: float = 0.65
+    # adolescents: their pump CR is already close to what their meals need; 0.8 × plus the
+    # loop's own insulin gave late post-meal lows (highest TBR of the groups)
+    carb_ratio_factor_adolescent: float = 0.9
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -82,9 +85,10 @@ def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSetti
     """The person's pump settings as the decision kernel's therapy settings."""
     min_bg = max(70.0, therapy.target_mg_dl + tuning.min_bg_offset_mg_dl)
     max_bg = max(min_bg, therapy.target_mg_dl + tuning.max_bg_offset_mg_dl)
-    cr_factor = (
-        tuning.carb_ratio_factor_child if therapy.age_group == "child" else tuning.carb_ratio_factor
-    )
+    cr_factor = {
+        "child": tuning.carb_ratio_factor_child,
+        "adolescent": tuning.carb_ratio_factor_adolescent,
+    }.get(therapy.age_group, tuning.carb_ratio_factor)
     return KernelSettings(
         isf_mg_dl_per_u=_clip(therapy.isf_mg_dl_per_u * tuning.isf_factor, 10.0, 500.0),
         carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * cr_factor, 2.0, 150.0),
