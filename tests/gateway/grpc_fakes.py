@@ -37,6 +37,9 @@ TARGET = 110.0
 
 
 class FakeDosingEngine(pb_grpc.DosingEngineServiceServicer):
+    async def Decide(self, request: Any, context: Ctx) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.issued: dict[str, pb.IssueManualCommandResponse] = {}
@@ -135,11 +138,28 @@ class FakeDosingEngine(pb_grpc.DosingEngineServiceServicer):
 
 
 class FakeAlerts(alerts_grpc.AlertsServiceServicer):
+    async def GetAlertRules(self, request: Any, context: Ctx) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    async def UpdateAlertRules(self, request: Any, context: Ctx) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    async def GetEscalationPolicy(self, request: Any, context: Ctx) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
+    async def SetEscalationPolicy(self, request: Any, context: Ctx) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.alerts: dict[str, alerts_pb2.Alert] = {}
 
-    def add(self, alert_id: str, patient_id: str, kind: int = alerts_pb2.ALERT_TYPE_LOW) -> None:
+    def add(
+        self,
+        alert_id: str,
+        patient_id: str,
+        kind: alerts_pb2.AlertType.ValueType = alerts_pb2.ALERT_TYPE_LOW,
+    ) -> None:
         self.alerts[alert_id] = alerts_pb2.Alert(
             alert_id=alert_id,
             patient_id=patient_id,

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis.core.result import Ok
 
 from tests.gateway.conftest import User, make_user
 
@@ -41,6 +42,7 @@ def test_no_server_errors(app: FastAPI, signed_in: User) -> None:
     calls = 0
 
     for result in api.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
 
         @given(case=operation.as_strategy())
