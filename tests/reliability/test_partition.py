@@ -10,6 +10,7 @@ executed from the stale backlog after the link returns — must be 0.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +36,9 @@ from tests.reliability.faultproxy import Mode, ThreadedFaultProxy
 from tests.reliability.figures import record_figure
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-SPEED = 120.0  # 2 simulated hours take one real minute
+# 2 simulated hours take two real minutes; faster, a 5-min manual command lives under 3 s of
+# real time and a loaded machine lets fresh ones expire in transit.
+SPEED = 60.0
 CYCLE_S = 300.0  # the dosing loop's cycle
 S = device_pb2.PumpCommandState
 HubDosing = device_pb2.HubDosingState
@@ -97,19 +100,26 @@ class Rig:
         """How the gateway's persisted lifecycle of `command` ends.
 
         "final": starts QUEUED, ends EXECUTED / REJECTED / EXPIRED with that last transition
-        recorded (and an executed one passed SENT and RECEIVED); "uncertain": ends UNCERTAIN
-        (written into a stream that was already dead; the hub never answered); "open": still
-        QUEUED / SENT / RECEIVED, or a step missing.
+        recorded (an executed one passed SENT, then RECEIVED or UNCERTAIN); "uncertain": ends
+        UNCERTAIN (written into a stream that was already dead; the hub never answered);
+        "open": still QUEUED / SENT / RECEIVED, or a step missing.
         """
         request = gw_pb2.GetCommandStatusRequest(command_id=command.command_id)
         status = self.gw.stub().GetCommandStatus(request, timeout=5).status
         states = [t.state for t in status.transitions]
         if not states or states[0] != S.PUMP_COMMAND_STATE_QUEUED or states[-1] != status.state:
+            print(f"open lifecycle {command.command_id}: state {status.state}, steps {states}")
             return "open"
         if status.state == S.PUMP_COMMAND_STATE_UNCERTAIN:
             return "uncertain"
         if status.state == S.PUMP_COMMAND_STATE_EXECUTED:
-            passed = {S.PUMP_COMMAND_STATE_SENT, S.PUMP_COMMAND_STATE_RECEIVED} <= set(states)
+            # Sent, then received or (the hub's answer late past expiry + grace) uncertain
+            # before the hub's outcome settled it.
+            passed = S.PUMP_COMMAND_STATE_SENT in states and bool(
+                {S.PUMP_COMMAND_STATE_RECEIVED, S.PUMP_COMMAND_STATE_UNCERTAIN} & set(states)
+            )
+            if not passed:
+                print(f"open lifecycle {command.command_id}: executed, steps {states}")
             return "final" if passed else "open"
         final = {S.PUMP_COMMAND_STATE_REJECTED, S.PUMP_COMMAND_STATE_EXPIRED}
         return "final" if status.state in final else "open"
@@ -177,16 +187,24 @@ def test_partitions_of_60_s_and_2_h(rig: Rig) -> None:
     # ---- 2 h: blackhole (packets vanish, the stream stalls without an error)
     partition_start = rig.now()
     rig.proxy.set_mode(Mode.BLACKHOLE)
-    safe_mode_s: float | None = None
+    safe_mode_at: list[datetime] = []
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        # Its own thread: the SendCommand calls below may take a while on a loaded machine,
+        # and at 60× a second of measuring delay would count as a minute.
+        while watching.is_set() and not safe_mode_at:
+            if rig.agent.dosing_state == HubDosing.HUB_DOSING_STATE_OFFLINE_FALLBACK:
+                safe_mode_at.append(rig.now())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     stale_2h: list[device_pb2.PumpCommand] = []
     next_issue = partition_start
     while rig.now() - partition_start < timedelta(hours=2):
         now = rig.now()
-        if (
-            safe_mode_s is None
-            and rig.agent.dosing_state == HubDosing.HUB_DOSING_STATE_OFFLINE_FALLBACK
-        ):
-            safe_mode_s = (now - partition_start).total_seconds()
         # One automatic and one manual command per cycle, until 10 min before the link returns
         # (so every one of them is past its lifetime when it could arrive).
         if now >= next_issue and now - partition_start < timedelta(minutes=110):
@@ -194,6 +212,9 @@ def test_partitions_of_60_s_and_2_h(rig: Rig) -> None:
             stale_2h.append(rig.command(automatic=False))
             next_issue = now + timedelta(seconds=CYCLE_S)
         time.sleep(0.05)
+    watching.clear()
+    watcher.join(5)
+    safe_mode_s = (safe_mode_at[0] - partition_start).total_seconds() if safe_mode_at else None
     pump = rig.hub.hub.person.pump.status(rig.hub.hub.person.t_min)
     temp_running_at_end = bool(pump.temp_basal_u_per_h)
     rig.heal()
