@@ -74,17 +74,23 @@ class Envelope:
     offset: int = -1
 
     def __post_init__(self) -> None:
-        if not self.event_id:
-            raise MalformedEventError("event id is empty")
-        if not self.event_type:
-            raise MalformedEventError("event type is empty")
-        if not self.source:
-            raise MalformedEventError("event source is empty")
-        if self.time.tzinfo is None:
-            raise MalformedEventError("event time must be timezone-aware")
-        for name in self.extensions:
-            if not name or not set(name) <= _EXTENSION_CHARS or name in _CORE:
-                raise MalformedEventError(f"invalid CloudEvents extension name {name!r}")
+        _check(self.event_id, self.event_type, self.source, self.time, self.extensions)
+
+    @classmethod
+    def _fast(cls, **fields: Any) -> Envelope:
+        """Same checks and result as `Envelope(**fields)` with every field given, at a third
+        of the cost: a frozen dataclass sets each field through object.__setattr__, which is
+        a measurable share of the per-event CPU at 20k events/s."""
+        _check(
+            fields["event_id"],
+            fields["event_type"],
+            fields["source"],
+            fields["time"],
+            fields["extensions"],
+        )
+        envelope = object.__new__(cls)
+        envelope.__dict__.update(fields)
+        return envelope
 
     def parse(self, message_type: type[M]) -> M:
         """The payload as `message_type`; MalformedEventError when the type or bytes do not fit."""
@@ -100,6 +106,22 @@ class Envelope:
 
     def with_position(self, topic: str, partition: int, offset: int) -> Envelope:
         return replace(self, topic=topic, partition=partition, offset=offset)
+
+
+def _check(
+    event_id: str, event_type: str, source: str, time: datetime, extensions: Mapping[str, str]
+) -> None:
+    if not event_id:
+        raise MalformedEventError("event id is empty")
+    if not event_type:
+        raise MalformedEventError("event type is empty")
+    if not source:
+        raise MalformedEventError("event source is empty")
+    if time.tzinfo is None:
+        raise MalformedEventError("event time must be timezone-aware")
+    for name in extensions:
+        if not name or not set(name) <= _EXTENSION_CHARS or name in _CORE:
+            raise MalformedEventError(f"invalid CloudEvents extension name {name!r}")
 
 
 def new_event_id() -> str:
@@ -160,7 +182,7 @@ def new_envelope(
         event_type = full_name
         data = event.SerializeToString(deterministic=True)
         content_type = CONTENT_TYPE_PROTOBUF
-    return Envelope(
+    return Envelope._fast(
         event_id=event_id or new_event_id(),
         event_type=event_type,
         source=source,
@@ -169,7 +191,10 @@ def new_envelope(
         data=data,
         content_type=content_type,
         subject=subject,
-        extensions=dict(extensions or {}),
+        extensions=dict(extensions) if extensions else {},
+        topic="",
+        partition=-1,
+        offset=-1,
     )
 
 
@@ -265,7 +290,7 @@ def envelope_from_record(record: Any) -> Envelope:
         extensions = {n: v for n, v in attributes.items() if n not in _NOT_EXTENSIONS}
     else:
         extensions = {}
-    return Envelope(
+    return Envelope._fast(
         event_id=event_id,
         event_type=event_type,
         source=source,
