@@ -44,6 +44,28 @@ def _topic(prefix: str) -> str:
     return f"bench.{prefix}.{uuid.uuid4().hex[:8]}.v1"
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} {five:.1f} {fifteen:.1f}"
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_report(processes: dict[str, int], before: dict[str, float], readings: int) -> str:
+    parts = [
+        f"{name} {(_cpu_s(pid) - before[name]) * 1000 / max(readings, 1):.2f}"
+        for name, pid in processes.items()
+    ]
+    return "CPU ms per reading: " + ", ".join(parts)
+
+
 def _percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -160,7 +182,8 @@ def _steady(
     sent: dict[str, float] = {}
     lows: dict[str, float] = {}
     interval = 1.0 / rate
-    base_time = now - timedelta(hours=1)
+    # Every reading in the past (more than 5 min ahead would rightly be refused).
+    base_time = now - timedelta(minutes=5 * seconds + 5)
     next_t = time.perf_counter()
     for n in range(rate * seconds):
         person = n % rate  # one reading per person per second, 5 min apart in device time
@@ -192,7 +215,7 @@ def _steady(
     p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
     print(
         f"    validated {len(latencies)}/{len(sent)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-        f"max {max(latencies, default=float('nan')):.1f} ms"
+        f"max {max(latencies, default=float('nan')):.1f} ms ({_load()})"
     )
     print(
         f"    urgent lows alerted {len(alert_latencies)}/{len(lows)}: "
@@ -207,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=30_000, help="readings in the burst")
     parser.add_argument("--rate", type=int, default=1000, help="steady readings per second")
     parser.add_argument("--seconds", type=int, default=15, help="duration of the steady phase")
+    parser.add_argument(
+        "--cgm-processes", type=int, default=2, help="cgm-ingestion consumer processes"
+    )
     args = parser.parse_args(argv)
 
     servers = bootstrap_servers()
@@ -243,11 +269,20 @@ def main(argv: list[str] | None = None) -> int:
         "LANGERHANS_DELIVERIES_TOPIC": deliveries_t,
         "LANGERHANS_CONSUMER_GROUP": f"bench-alerts-{uuid.uuid4().hex[:6]}",
     }
-    print(f"==> starting cgm-ingestion and alerts (state in {work})", flush=True)
+    print(
+        f"==> starting {args.cgm_processes} cgm-ingestion processes and alerts "
+        f"(state in {work}; {_load()})",
+        flush=True,
+    )
     processes = [
-        _start("services.cgm_ingestion.main", cgm_env, work / "cgm.log"),
         _start("services.alerts.main", alerts_env, work / "alerts.log"),
+        _start("services.cgm_ingestion.main", cgm_env, work / "cgm.log"),
     ]
+    # More cgm-ingestion members of the same group share the partitions (keyed by person) and
+    # the database; only the first runs the outbox relay.
+    for n in range(1, args.cgm_processes):
+        extra_env = {**cgm_env, "LANGERHANS_OUTBOX_RELAY": "false"}
+        processes.append(_start("services.cgm_ingestion.main", extra_env, work / f"cgm{n}.log"))
     readings = Collector(servers, readings_t, "reading")
     alerts = Collector(servers, alerts_t, "alert")
     producer = KafkaProducer(bootstrap_servers=servers, linger_ms=2, acks=1)
@@ -263,6 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         if not readings.count:
             print("services did not come up; see the logs in", work)
             return 1
+        # Every cgm-ingestion member joined (their rebalance is over) once readings of people
+        # on every partition come through after a pause.
+        time.sleep(3)
+        seen = readings.count
+        for n in range(60):
+            _send(producer, raw_t, _raw(f"{warm}-{n}", now - timedelta(minutes=1), 120))
+        producer.flush()
+        while readings.count < seen + 60 and time.monotonic() < deadline:
+            time.sleep(0.2)
 
         # 1. throughput: a burst of 5-minute series, people interleaved.
         people = 500
@@ -271,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         start_at = now - timedelta(minutes=5 * per_person + 10)
         print(f"==> burst: {total} readings from {people} people", flush=True)
         before = readings.count
+        pids = {"alerts": processes[0].pid, "bench": os.getpid()}
+        pids |= {f"cgm-ingestion#{n}": p.pid for n, p in enumerate(processes[1:])}
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         for step in range(per_person):
             at = start_at + timedelta(minutes=5 * step)
@@ -289,11 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         throughput = done / elapsed
         print(
             f"    {done}/{total} validated in {elapsed:.1f} s (published in {sent_s:.1f} s): "
-            f"{throughput:.0f} readings/s"
+            f"{throughput:.0f} readings/s ({_load()})"
         )
 
         # Let the alerts service catch up with the burst before measuring latency.
         _wait_processed(work / "alerts.sqlite3", total + 1, 300)
+        print(f"    {_cpu_report(pids, cpu_before, total)} (alerts caught up)", flush=True)
         p99 = _steady(
             producer,
             raw_t,

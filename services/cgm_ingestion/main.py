@@ -44,7 +44,10 @@ class CgmIngestionSettings(ServiceSettings):
     consumer_group: str = "cgm-ingestion"
     # Night hours for compression-low recognition are read in this zone.
     night_time_zone: str = "UTC"
-    transaction_batch: int = 200
+    transaction_batch: int = 500
+    # Several consumer processes of one group may share a database; one relay publishes the
+    # outbox (a second one would only publish rows twice).
+    outbox_relay: bool = True
     raw_topic: str = RAW_TOPIC
     readings_topic: str = READINGS_TOPIC
     events_topic: str = EVENTS_TOPIC
@@ -138,7 +141,8 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     runner.raw_handler = handler
 
     async def consume(stop_event: asyncio.Event) -> None:
-        relay.start()
+        if settings.outbox_relay:
+            relay.start()
         missing = await asyncio.to_thread(
             await_topic_metadata, settings.kafka_bootstrap_servers, [settings.raw_topic]
         )
