@@ -27,6 +27,7 @@ __all__ = [
     "arrow",
     "assess",
     "compression_episode",
+    "faults_at",
     "gap_before_s",
     "is_flat",
     "is_jump",
@@ -294,6 +295,27 @@ def assess(
     """Trend, noise, faults and quality of `points[index]` given the readings before it."""
     rate = rate_of_change(points, index)
     noise = noise_level(points, index)
+    faults = _faults(points, index, noise, sensor_started_s=sensor_started_s, night=night)
+    trend = arrow(rate)
+    if noise >= 4 and trend is not Trend.RATE_OUT_OF_RANGE:
+        trend = Trend.NOT_COMPUTABLE
+    return Assessment(
+        rate_mg_dl_per_min=None if rate is None else round(rate, 2),
+        trend=trend,
+        noise_level=noise,
+        faults=faults,
+        quality=quality_score(noise, faults, trend, out_of_sensor_range),
+    )
+
+
+def _faults(
+    points: Sequence[Point],
+    index: int,
+    noise: int,
+    *,
+    sensor_started_s: float | None,
+    night: bool,
+) -> frozenset[Fault]:
     faults: set[Fault] = set()
     if is_jump(points, index):
         faults.add(Fault.JUMP)
@@ -305,13 +327,16 @@ def assess(
         faults.add(Fault.WARM_UP)
     if night and _compression_dropping(points, index):
         faults.add(Fault.COMPRESSION_LOW)
-    trend = arrow(rate)
-    if noise >= 4 and trend is not Trend.RATE_OUT_OF_RANGE:
-        trend = Trend.NOT_COMPUTABLE
-    return Assessment(
-        rate_mg_dl_per_min=None if rate is None else round(rate, 2),
-        trend=trend,
-        noise_level=noise,
-        faults=frozenset(faults),
-        quality=quality_score(noise, frozenset(faults), trend, out_of_sensor_range),
-    )
+    return frozenset(faults)
+
+
+def faults_at(
+    points: Sequence[Point],
+    index: int,
+    *,
+    sensor_started_s: float | None = None,
+    night: bool = False,
+) -> frozenset[Fault]:
+    """`assess(...).faults` without the trend and quality (for a reading's predecessor)."""
+    noise = noise_level(points, index)
+    return _faults(points, index, noise, sensor_started_s=sensor_started_s, night=night)

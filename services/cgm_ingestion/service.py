@@ -23,6 +23,7 @@ from services.cgm_ingestion.assessment import (
     Trend,
     assess,
     compression_episode,
+    faults_at,
     gap_before_s,
 )
 from services.cgm_ingestion.readings import (
@@ -72,7 +73,12 @@ class StoredReading:
     sensor_started_at: datetime | None = None
 
     def point(self) -> Point:
-        return Point(self.device_time.timestamp(), float(self.glucose_mg_dl))
+        # Computed once per reading: a series is turned into points for every new reading.
+        cached: Point | None = self.__dict__.get("_point")
+        if cached is None:
+            cached = Point(self.device_time.timestamp(), float(self.glucose_mg_dl))
+            self.__dict__["_point"] = cached
+        return cached
 
 
 class CgmEventKind(enum.StrEnum):
@@ -252,8 +258,9 @@ class IngestionService:
         previous_faults: frozenset[Fault] = frozenset()
         if index > 0:
             # A fault is reported once when it starts, not on every reading that carries it.
-            prev = assess(points, index - 1, night=self._is_night(reading.device_time))
-            previous_faults = prev.faults
+            previous_faults = faults_at(
+                points, index - 1, night=self._is_night(reading.device_time)
+            )
         for fault in sorted(reading.faults - previous_faults - {Fault.WARM_UP}):
             events.append(self._fault(reading, fault, reading.device_time, f"{fault} started"))
         if Fault.WARM_UP in reading.faults and not self._warm_up_reported(points, index, reading):
