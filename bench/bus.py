@@ -7,6 +7,10 @@ SQLite file per consumer, `transaction_batch` records per storage transaction).
 
     python -m bench.bus [--messages 200000] [--consumers 2] [--rate 2000] [--seconds 15]
 
+Also prints the CPU time per message of the producer, the consumers and the local broker, and
+of kafka-python alone (the floor under the backbone), each figure with the load average: on a
+shared machine wall-clock rates measure the neighbours too.
+
 Ends with `RESULT bus msgs_per_s=<n> p50_ms=<x> p99_ms=<y>`; writes a latency plot to
 var/bench/bus_latency.png.
 """
