@@ -12,6 +12,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.alerts.infusion_set import (
+    DEFAULT_INFUSION_SET,
+    InfusionSetEvidence,
+    InfusionSetParams,
+    infusion_set_evidence,
+)
 from services.alerts.model import (
     AlertKind,
     AlertSettings,
@@ -21,12 +27,11 @@ from services.alerts.model import (
 )
 
 __all__ = [
+    "DEFAULT_INFUSION_SET",
     "Condition",
     "InfusionSetEvidence",
     "InfusionSetParams",
-    "carbs_absorbed_fraction",
     "evaluate",
-    "expected_change_mg_dl",
     "infusion_set_evidence",
     "insulin_absorbed_u",
     "iob_fraction",
@@ -135,125 +140,6 @@ def projected_glucose(
     return projection, "momentum"
 
 
-@dataclass(frozen=True)
-class InfusionSetEvidence:
-    glucose_mg_dl: float
-    rise_mg_dl: float
-    expected_change_mg_dl: float
-    unexplained_rise_mg_dl: float
-    insulin_absorbed_u: float
-
-
-@dataclass(frozen=True)
-class InfusionSetParams:
-    """Tuning of the detector (defaults chosen on the simulated cohort; see docs/alerts.md)."""
-
-    min_glucose_mg_dl: float = ISF_MIN_GLUCOSE_MG_DL
-    window: timedelta = timedelta(minutes=60)
-    min_unexplained_rise_mg_dl: float = 60.0
-    min_recent_slope_mg_dl_per_min: float = 0.0
-    rebound_lookback: timedelta = timedelta(minutes=150)
-    rebound_below_mg_dl: float = 70.0
-    # A bolused meal's own rise is over by then; before it, no verdict (the sim's cohort shows
-    # post-meal rises the carb model cannot tell from a failed bolus).
-    carbs_quiet: timedelta = timedelta(minutes=120)
-
-
-DEFAULT_INFUSION_SET = InfusionSetParams()
-
-
-def carbs_absorbed_fraction(minutes: float, absorption_min: float) -> float:
-    """Share of a meal absorbed `minutes` after it: gamma(2) curve, ~95 % by `absorption_min`."""
-    if minutes <= 0:
-        return 0.0
-    t_max = absorption_min / 4.5
-    x = minutes / t_max
-    return 1.0 - (1.0 + x) * math.exp(-x)
-
-
-def expected_change_mg_dl(
-    state: PatientState, settings: AlertSettings, start: datetime, end: datetime
-) -> tuple[float, float]:
-    """(glucose change the announced carbs and the insulin above basal predict, insulin U).
-
-    Basal is taken to balance the liver's glucose output, so it predicts no change: a rise
-    while basal runs is unexplained, which is exactly what a cannula out of the skin causes.
-    """
-    insulin_u = insulin_absorbed_u(state.doses, start, end, corrections_only=False)
-    carb_factor = settings.isf_mg_dl_per_u / settings.carb_ratio_g_per_u
-    carbs_g = sum(
-        c.carbs_g
-        * (
-            carbs_absorbed_fraction((end - c.time).total_seconds() / 60, c.absorption_min)
-            - carbs_absorbed_fraction((start - c.time).total_seconds() / 60, c.absorption_min)
-        )
-        for c in state.carbs
-    )
-    return carb_factor * carbs_g - settings.isf_mg_dl_per_u * insulin_u, insulin_u
-
-
-def _glucose_at(points: Sequence[GlucosePoint], at: datetime) -> float | None:
-    """The reading nearest to `at` within 7.5 min."""
-    best = min(points, key=lambda p: abs((p.time - at).total_seconds()), default=None)
-    if best is None or abs((best.time - at).total_seconds()) > 450:
-        return None
-    return best.glucose_mg_dl
-
-
-def infusion_set_evidence(
-    state: PatientState,
-    settings: AlertSettings,
-    now: datetime,
-    params: InfusionSetParams | None = None,
-) -> InfusionSetEvidence | None:
-    """Glucose rising far more than announced carbs explain while insulin is being delivered.
-
-    Over the last hour: observed change − (carbs × ISF/CR − insulin absorbed × ISF) ≥ 60 mg/dL,
-    glucose ≥ 180 mg/dL and not falling over the last 20 min, no carbs announced in the last
-    2 h, the pump delivering (not
-    suspended, no occlusion: those have their own alerts), no low in the last 2.5 h (a
-    rebound from treating it is expected), no set change within the window. A dislodged
-    cannula shows as the meal bolus or the corrections (and the basal) having no effect.
-    """
-    params = params or DEFAULT_INFUSION_SET
-    latest = state.latest_glucose()
-    if latest is None or now - latest.time > CURRENT_READING_MAX_AGE:
-        return None
-    if latest.glucose_mg_dl < params.min_glucose_mg_dl:
-        return None
-    if state.suspended_since is not None or state.occlusion_since is not None:
-        return None
-    start = latest.time - params.window
-    if state.set_changed_at and state.set_changed_at > start:
-        return None
-    if any(timedelta(0) <= latest.time - c.time < params.carbs_quiet for c in state.carbs):
-        return None
-    lookback = latest.time - params.rebound_lookback
-    if any(
-        p.glucose_mg_dl < params.rebound_below_mg_dl for p in state.glucose if p.time >= lookback
-    ):
-        return None
-    before = _glucose_at(state.glucose, start)
-    if before is None:
-        return None
-    recent = [p for p in state.glucose if latest.time - p.time <= timedelta(minutes=20)]
-    recent_slope = _slope_mg_dl_per_min(recent)
-    if recent_slope is None or recent_slope < params.min_recent_slope_mg_dl_per_min:
-        return None
-    rise = latest.glucose_mg_dl - before
-    expected, insulin_u = expected_change_mg_dl(state, settings, start, latest.time)
-    unexplained = rise - expected
-    if unexplained < params.min_unexplained_rise_mg_dl:
-        return None
-    return InfusionSetEvidence(
-        glucose_mg_dl=latest.glucose_mg_dl,
-        rise_mg_dl=rise,
-        expected_change_mg_dl=expected,
-        unexplained_rise_mg_dl=unexplained,
-        insulin_absorbed_u=insulin_u,
-    )
-
-
 def _since_min(since: datetime | None, now: datetime) -> float | None:
     return None if since is None else (now - since).total_seconds() / 60
 
@@ -325,13 +211,13 @@ def evaluate(
         evidence = infusion_set_evidence(state, settings, now, infusion_set)
         if AlertKind.INFUSION_SET_FAILURE in open_kinds and evidence is None:
             # Stays open until glucose comes down clearly or the set is changed.
+            raise_at = (infusion_set or DEFAULT_INFUSION_SET).min_glucose_mg_dl
+            resolve_below = min(ISF_RESOLVE_BELOW_MG_DL, raise_at - 20.0)
             peak = max((p.glucose_mg_dl for p in state.glucose[-24:]), default=g)
             changed = state.set_changed_at is not None and now - state.set_changed_at < timedelta(
                 hours=1
             )
-            keep = (
-                not changed and g >= ISF_RESOLVE_BELOW_MG_DL and peak - g < ISF_FALL_RESOLVES_MG_DL
-            )
+            keep = not changed and g >= resolve_below and peak - g < ISF_FALL_RESOLVES_MG_DL
             put(AlertKind.INFUSION_SET_FAILURE, keep, g, "Infusion set failure suspected")
         else:
             put(
@@ -339,10 +225,13 @@ def evaluate(
                 evidence is not None,
                 g,
                 (
-                    f"Infusion set failure suspected: glucose {g:.0f} mg/dL rose "
-                    f"{evidence.rise_mg_dl:.0f} mg/dL in an hour, "
-                    f"{evidence.unexplained_rise_mg_dl:.0f} mg/dL more than carbs and insulin "
-                    "explain. Check the site and ketones; change the set."
+                    f"Infusion set failure suspected: glucose {g:.0f} mg/dL changed "
+                    f"{evidence.rise_mg_dl:+.0f} mg/dL in {evidence.window_min:.0f} min while "
+                    "carbs and the insulin delivered predicted "
+                    f"{evidence.expected_change_mg_dl:+.0f} mg/dL. "
+                    "Check the infusion site and tubing for leaks or a dislodged "
+                    "cannula, check ketones, and consider a correction by pen or syringe, then "
+                    "change the set."
                 )
                 if evidence
                 else "",

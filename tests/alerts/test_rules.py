@@ -6,17 +6,13 @@ import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
-import pytest
-
 from services.alerts.model import (
     AlertKind,
     AlertSettings,
-    CarbEntry,
     GlucosePoint,
-    InsulinDose,
     PatientState,
 )
-from services.alerts.rules import evaluate, infusion_set_evidence, iob_fraction
+from services.alerts.rules import evaluate, iob_fraction
 
 NOW = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 
@@ -123,59 +119,6 @@ def test_iob_curve_is_monotone_from_one_to_zero() -> None:
     assert values[-1] == 0.0
     assert all(a >= b for a, b in itertools.pairwise(values))
     assert 0.4 < iob_fraction(120) < 0.8
-
-
-def _rising_against_insulin(rate: float = 1.0, corrections_u: float = 3.0) -> PatientState:
-    values = [150 + rate * 5 * i for i in range(19)]  # 90 min rising to 240
-    state = state_with(values)
-    for minutes_ago in (120, 80, 40):
-        state.doses.append(
-            InsulinDose(NOW - timedelta(minutes=minutes_ago), corrections_u / 3, correction=True)
-        )
-    return state
-
-
-def test_infusion_set_failure_when_corrections_do_not_work() -> None:
-    state = _rising_against_insulin()
-    evidence = infusion_set_evidence(state, AlertSettings(isf_mg_dl_per_u=50), NOW)
-    assert evidence is not None
-    assert evidence.expected_change_mg_dl < -20  # the corrections should have lowered it
-    assert evidence.unexplained_rise_mg_dl >= 60 + 20
-    assert AlertKind.INFUSION_SET_FAILURE in active(state)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        "slow_rise",
-        "carbs_absorbing",
-        "suspended",
-        "after_a_low",
-        "falling_now",
-        "below_180",
-        "set_changed",
-    ],
-)
-def test_infusion_set_failure_not_suspected(change: str) -> None:
-    state = _rising_against_insulin()
-    if change == "slow_rise":
-        state = _rising_against_insulin(rate=0.3, corrections_u=0.0)
-    elif change == "suspended":
-        state.suspended_since = NOW - timedelta(minutes=30)
-    elif change == "after_a_low":
-        state.glucose[0] = GlucosePoint(state.glucose[0].time, 65)
-    elif change == "carbs_absorbing":
-        state.carbs.append(CarbEntry(NOW - timedelta(minutes=60), 50, 180))
-    elif change == "falling_now":
-        doses = state.doses
-        state = state_with([150 + 5 * i for i in range(15)] + [215, 212, 205, 198])
-        state.doses = doses
-    elif change == "below_180":
-        state = state_with([120 + 2 * i for i in range(19)])
-        state.doses = _rising_against_insulin().doses
-    elif change == "set_changed":
-        state.set_changed_at = NOW - timedelta(minutes=30)
-    assert infusion_set_evidence(state, AlertSettings(), NOW) is None
 
 
 def test_infusion_set_alert_stays_open_until_glucose_comes_down() -> None:

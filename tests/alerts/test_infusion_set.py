@@ -1,0 +1,134 @@
+"""The infusion-set failure detector on constructed traces (the cohort figures: the bench)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.alerts.infusion_set import (
+    InfusionSetParams,
+    infusion_set_evidence,
+    infusion_set_features,
+    insulin_effect_mg_dl,
+)
+from services.alerts.model import (
+    AlertKind,
+    AlertSettings,
+    CarbEntry,
+    GlucosePoint,
+    InsulinDose,
+    PatientState,
+)
+from services.alerts.rules import evaluate
+
+NOW = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+SETTINGS = AlertSettings(isf_mg_dl_per_u=50, carb_ratio_g_per_u=10)
+
+
+def trace(values: Sequence[float], doses_u: float = 0.5) -> PatientState:
+    """Readings every 5 min ending at NOW, and the loop's extra insulin every 15 min for 3 h."""
+    start = NOW - timedelta(minutes=5 * (len(values) - 1))
+    state = PatientState("p1", first_seen=start - timedelta(hours=1))
+    for i, v in enumerate(values):
+        state.add_glucose(GlucosePoint(start + timedelta(minutes=5 * i), v))
+    if doses_u > 0:
+        state.doses = [
+            InsulinDose(NOW - timedelta(minutes=m), doses_u, correction=True)
+            for m in range(180, 0, -15)
+        ]
+    return state
+
+
+def line(first: float, last: float, minutes: int = 180) -> list[float]:
+    n = minutes // 5
+    return [first + (last - first) * i / n for i in range(n + 1)]
+
+
+def raised(state: PatientState) -> bool:
+    verdict = evaluate(state, SETTINGS, NOW)[AlertKind.INFUSION_SET_FAILURE]
+    return verdict.active
+
+
+def test_glucose_creeping_up_while_the_loop_adds_insulin_raises_the_alert() -> None:
+    # cannula out at night: the lost basal lets glucose creep up, the loop's extra insulin
+    # (4 U in 3 h, a 200 mg/dL drop by ISF) does nothing
+    state = trace(line(110, 200))
+    evidence = infusion_set_evidence(state, SETTINGS, NOW)
+    assert evidence is not None
+    assert evidence.expected_change_mg_dl < -20
+    assert evidence.unexplained_rise_mg_dl >= 80
+    assert raised(state)
+    message = evaluate(state, SETTINGS, NOW)[AlertKind.INFUSION_SET_FAILURE].message
+    for advice in ("infusion site", "tubing", "ketones", "pen or syringe"):
+        assert advice in message
+
+
+def test_the_expected_drop_comes_from_the_kernel_insulin_curve() -> None:
+    state = trace(line(110, 200))
+    early, early_u = insulin_effect_mg_dl(
+        state, SETTINGS, NOW - timedelta(hours=3), NOW - timedelta(hours=2)
+    )
+    late, late_u = insulin_effect_mg_dl(state, SETTINGS, NOW - timedelta(hours=2), NOW)
+    assert 0 < early_u < late_u < 4.0  # doses still acting; nothing counted twice
+    assert late == pytest.approx(-50 * late_u)
+    assert early > late
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "insulin_working",
+        "no_extra_insulin",
+        "post_meal_rise",
+        "unannounced_meal",
+        "after_a_low",
+        "suspended",
+        "set_changed",
+        "below_160",
+        "flat_now",
+    ],
+)
+def test_not_suspected(case: str) -> None:
+    state = trace(line(110, 200))
+    if case == "insulin_working":  # the same insulin brings glucose down
+        state = trace(line(240, 170))
+    elif case == "no_extra_insulin":  # a slow drift on basal alone: nothing says insulin fails
+        state = trace(line(150, 175), doses_u=0.0)
+    elif case == "post_meal_rise":  # announced meal with its bolus, rising then levelling off
+        state = trace([110] * 12 + line(110, 215, 90) + [215, 217, 218] * 4)
+        meal_at = NOW - timedelta(minutes=125)
+        state.carbs.append(CarbEntry(meal_at, 60, 180))
+        state.doses.append(InsulinDose(meal_at, 6.0, correction=False))
+    elif case == "unannounced_meal":  # sharp rise: the loop answers with micro-boluses
+        state = trace([110] * 25 + line(110, 230, 60))
+    elif case == "after_a_low":  # rebound after treating a low 130 min ago
+        state.glucose[10] = GlucosePoint(state.glucose[10].time, 65)
+    elif case == "suspended":
+        state.suspended_since = NOW - timedelta(minutes=30)
+    elif case == "set_changed":
+        state.set_changed_at = NOW - timedelta(minutes=30)
+    elif case == "below_160":
+        state = trace(line(90, 155))
+    elif case == "flat_now":
+        state = trace([*line(110, 190, 160), 190, 189, 190, 189, 189])
+    assert infusion_set_evidence(state, SETTINGS, NOW) is None
+    assert not raised(state)
+
+
+def test_features_report_what_the_verdict_used() -> None:
+    state = trace(line(110, 200))
+    f = infusion_set_features(state, SETTINGS, NOW, timedelta(minutes=120))
+    assert f is not None
+    assert f.observed_change_mg_dl == pytest.approx(60, abs=1)
+    assert f.rise_last_hour_mg_dl == pytest.approx(30, abs=1)
+    assert f.residual_mg_dl == pytest.approx(f.observed_change_mg_dl - f.insulin_effect_mg_dl)
+    # a looser setting catches a smaller residual, a stricter one does not
+    strict = InfusionSetParams(min_residual_mg_dl=f.residual_mg_dl + 1)
+    assert infusion_set_evidence(state, SETTINGS, NOW, strict) is None
+
+
+def test_stale_reading_gives_no_verdict() -> None:
+    state = trace(line(110, 200))
+    assert infusion_set_evidence(state, SETTINGS, NOW + timedelta(minutes=20)) is None
