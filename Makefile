@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml setup.py
 	@echo "==> installing Python dependencies into $(VENV)"
 	@$(PIP) install -q --upgrade pip setuptools wheel
 	@$(PIP) install -q cython numpy
-	@$(PIP) install -q --no-build-isolation -e '.[dev]' --config-settings editable_mode=compat
+	@$(PIP) install -q --no-build-isolation -e '.[dev,ble]' --config-settings editable_mode=compat
 	@# generated protobuf modules import as `langerhans.*` from proto/: put it on the path
 	@echo "$(CURDIR)/proto" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/langerhans-proto.pth"
 	@mkdir -p var && touch $@
