@@ -89,15 +89,20 @@ class BatchRunner(ConsumerRunner):
     writes their people together. (A public batch hook on the runner would replace this.)"""
 
     batch_handler: AlertsHandler | None = None
+    # Called after a batch's commit (the outbox relay's wake-up: publish without polling delay).
+    committed: Callable[[], None] | None = None
 
     def _handle_batch(self, envelopes: list[Envelope]) -> Any:
         if self.batch_handler is None:
             return super()._handle_batch(envelopes)
         self.batch_handler.begin_batch(envelopes)
         try:
-            return super()._handle_batch(envelopes)
+            result = super()._handle_batch(envelopes)
         finally:
             self.batch_handler.end_batch()
+        if self.committed is not None:
+            self.committed()
+        return result
 
 
 def build(settings: AlertsSettings) -> tuple[Engine, sessionmaker[Session]]:
@@ -215,6 +220,7 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
         clock=clock,
     )
     runner.batch_handler = handler
+    runner.committed = relay.wake
     senders: dict[Channel, Sender] = {
         Channel.WEBHOOK: WebhookSender(settings.webhook_secret.encode()).send,
         Channel.EMAIL: EmailSender(

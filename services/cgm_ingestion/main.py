@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka.structs import TopicPartition
@@ -63,6 +64,8 @@ class TimeOrderedRunner(ConsumerRunner):
 
     cache: SeriesCache | None = None
     raw_handler: RawHandler | None = None
+    # Called after a batch's commit (the outbox relay's wake-up: publish without polling delay).
+    committed: Callable[[], None] | None = None
 
     def _handle_batch(self, envelopes: list[Envelope]) -> Any:
         if self.raw_handler is None:
@@ -74,6 +77,8 @@ class TimeOrderedRunner(ConsumerRunner):
                 result = super()._handle_batch([envelopes[i] for i in order])
             finally:
                 self.raw_handler.end_batch()
+        if self.committed is not None:
+            self.committed()
         if isinstance(result, set):
             # Positions handled, reported back in the caller's (arrival) order.
             return {order[position] for position in result}
@@ -139,6 +144,8 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     )
     runner.cache = cache
     runner.raw_handler = handler
+    if settings.outbox_relay:
+        runner.committed = relay.wake
 
     async def consume(stop_event: asyncio.Event) -> None:
         if settings.outbox_relay:
