@@ -199,7 +199,6 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     cdef double acc, x, y, sched_now, max_sched, max_basal_eff, max_iob_eff, max_bolus_eff, max_safe
     cdef double bg, last_rel, age_min, lo_v, hi_v, ratio, raw_ratio, isf_eff, basal_eff, csf
     cdef double med, span_start, m_total, obs, a_i, o, cob, e0, f0, gfrac, end, v_mom, v_rc
-    cdef double frac_left, g_cob
     cdef double sx, sy, sxx, sxy, nm, disc, cov, ci, t, w, ins, carb, rc, pd, ud, threshold, target
     cdef double last_bolus, eventual, min_pred, min_guard, req, desired, upper, room, smb, cur_rate, act_now
     cdef double run_rate = p[P_RUN_RATE], run_rem = p[P_RUN_REM]
@@ -467,22 +466,12 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
         if cov >= 20.0:
             v_rc = disc / cov
 
-    # ---- share of the newest meal still to absorb by the carb model (time only, so neither a
-    # lower reading nor more carbs can lower the guard below)
-    frac_left = 0.0
-    for j in range(nc):
-        if cg[j] > 0.0:
-            x = 1.0 - carb_fraction(-crel[j] - CARB_DELAY_MIN, cabs[j], cmodel)
-            if x > frac_left:
-                frac_left = x
-
     # ---- forecast lines, 73 points from now
     pd = 0.0
     ud = 0.0
     eventual = bg
     min_pred = 1e9
     min_guard = 1e9
-    g_cob = 1e9
     for k in range(N_FC):
         t = k * STEP_MIN
         if k > 0:
@@ -525,20 +514,15 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             min_guard = x
         x = clamp(bg + ins + pd + carb, 39.0, 400.0)
         out[O_LINES + 2 * N_FC + k] = x
-        if x < g_cob:
-            g_cob = x
+        if cob > 0.0 and x < min_guard:
+            min_guard = x
         x = clamp(bg + ins + ud, 39.0, 400.0)
         out[O_LINES + 3 * N_FC + k] = x
+        if p[P_UAM] != 0.0 and x < min_guard:
+            min_guard = x
         zc += zbins[origin + k]  # zero-temp insulin removed up to this point (≤ 0)
         x = -isf_eff * ((eff[origin + k] - eff[origin]) + (zc - ziob[origin + k]))
         out[O_LINES + 4 * N_FC + k] = clamp(bg + x, 39.0, 400.0)
-    # low guard (oref0's minGuardBG): the IOB-only line with no carbs on board; while announced
-    # carbs absorb, blended towards the COB line by the share of the meal left, so a meal bolus
-    # given with the meal does not read as a coming low. The COB line is never below the
-    # IOB-only line, so more carbs never lower the guard; the UAM line stays out of the guard
-    # (more cautious than oref0, which blends COB with UAM).
-    if frac_left > 0.0:
-        min_guard = frac_left * g_cob + (1.0 - frac_left) * min_guard
     out[O_EVENTUAL] = eventual
     out[O_MIN_PRED] = min_pred
     out[O_MIN_GUARD] = min_guard

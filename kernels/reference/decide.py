@@ -319,17 +319,9 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         if cov >= 20.0:
             v_rc = disc / cov
 
-    # share of the newest meal still to absorb by the carb model (time only: monotone guard)
-    frac_left = 0.0
-    for j in range(nc):
-        if cg[j] > 0.0:
-            frac_left = max(
-                frac_left, 1.0 - carb_fraction(-crel[j] - CARB_DELAY_MIN, cabs[j], cmodel)
-            )
-
     pd = ud = zc = 0.0
     eventual = bg
-    min_pred = min_guard = g_cob = 1e9
+    min_pred = min_guard = 1e9
     for k in range(N_FC):
         t = float(k * STEP_MIN)
         if k > 0:
@@ -364,16 +356,15 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         min_guard = min(min_guard, x)
         x = clamp(bg + ins + pd + carb, 39.0, 400.0)
         o[O_LINES + 2 * N_FC + k] = x
-        g_cob = min(g_cob, x)
+        if cob > 0.0 and x < min_guard:
+            min_guard = x
         x = clamp(bg + ins + ud, 39.0, 400.0)
         o[O_LINES + 3 * N_FC + k] = x
+        if uam and x < min_guard:
+            min_guard = x
         zc += zbins[origin + k]
         x = -isf_eff * ((eff[origin + k] - eff[origin]) + (zc - ziob[origin + k]))
         o[O_LINES + 4 * N_FC + k] = clamp(bg + x, 39.0, 400.0)
-    # low guard (oref0's minGuardBG): IOB-only line without carbs; while carbs absorb, blended
-    # towards the COB line (never below the IOB-only line) by the share of the meal left
-    if frac_left > 0.0:
-        min_guard = frac_left * g_cob + (1.0 - frac_left) * min_guard
     o[Out.EVENTUAL_BG] = eventual
     o[Out.MIN_PRED_BG] = min_pred
     o[Out.MIN_GUARD_BG] = min_guard

@@ -68,13 +68,6 @@ class LoopTuning:
     # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
     # from the 500 rule, which under-doses meals with these people (in-silico tuning)
     carb_ratio_factor: float = 0.8
-    # children: the 500 rule the pump CR starts from over-states a child's grams per unit far
-    # more than an adult's (their meals stay high at 0.8 ×); a clinician strengthens their CR
-    # further when starting the loop (in-silico titration, see docs/clinical-dosing-engine.md)
-    carb_ratio_factor_child: float = 0.65
-    # adolescents: their pump CR is already close to what their meals need; 0.8 × plus the
-    # loop's own insulin gave late post-meal lows (highest TBR of the groups)
-    carb_ratio_factor_adolescent: float = 0.9
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -85,13 +78,9 @@ def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSetti
     """The person's pump settings as the decision kernel's therapy settings."""
     min_bg = max(70.0, therapy.target_mg_dl + tuning.min_bg_offset_mg_dl)
     max_bg = max(min_bg, therapy.target_mg_dl + tuning.max_bg_offset_mg_dl)
-    cr_factor = {
-        "child": tuning.carb_ratio_factor_child,
-        "adolescent": tuning.carb_ratio_factor_adolescent,
-    }.get(therapy.age_group, tuning.carb_ratio_factor)
     return KernelSettings(
         isf_mg_dl_per_u=_clip(therapy.isf_mg_dl_per_u * tuning.isf_factor, 10.0, 500.0),
-        carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * cr_factor, 2.0, 150.0),
+        carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * tuning.carb_ratio_factor, 2.0, 150.0),
         min_bg_mg_dl=min_bg,
         max_bg_mg_dl=max_bg,
         suspend_threshold_mg_dl=tuning.suspend_threshold_mg_dl,
