@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from services.device_gateway.metrics import record_command_transition
 from services.runtime import outbox
 from services.runtime.db import new_metadata
 
@@ -398,6 +399,7 @@ def add_transition(
     reason: int = 0,
     detail: str = "",
 ) -> None:
+    record_command_transition(state)
     session.execute(
         command_transitions.insert().values(
             command_id=command_id,

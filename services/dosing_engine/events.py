@@ -17,6 +17,7 @@ from langerhans.device.v1 import device_pb2
 from langerhans.pump.v1 import pump_pb2
 from sqlalchemy.orm import Session
 
+from services.dosing_engine.metrics import record_decision
 from services.dosing_engine.repository import Repository
 from services.dosing_engine.service import DosingEngine, ReadingOutcome
 from services.runtime import outbox
@@ -71,6 +72,9 @@ def publish_reading_outcome(
         clock=clock,
         event_id=d.decision_id,
     )
+    # Counted when staged; a rolled-back transaction is redelivered and counted again, which
+    # a rate panel tolerates.
+    record_decision(d)
     for signed, command_id in zip(outcome.commands, d.command_ids, strict=True):
         outbox.add(
             session,
