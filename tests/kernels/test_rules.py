@@ -192,11 +192,13 @@ def test_low_guard_is_the_lowest_line_even_right_after_a_meal_bolus() -> None:
     # minimum of the IOB-only, COB and UAM lines, so the IOB-only line (the bolus without the
     # meal) still zero-temps. oref0's COB-weighted guard was tried and kept out: in-silico it
     # raised TBR < 70 in every stress scenario (docs/dosing-engine.md).
-    meal = {
-        "doses": (Dose(t_s=NOW - 600.0, kind=DoseKind.BOLUS, amount=6.0),),
-        "carbs": (CarbEntry(t_s=NOW - 600.0, carbs_g=60.0, absorption_min=180.0),),
-    }
-    d = decide(state([120.0] * 6, **meal))
+    d = decide(
+        state(
+            [120.0] * 6,
+            doses=(Dose(t_s=NOW - 600.0, kind=DoseKind.BOLUS, amount=6.0),),
+            carbs=(CarbEntry(t_s=NOW - 600.0, carbs_g=60.0, absorption_min=180.0),),
+        )
+    )
     lines = (*d.forecast.iob, *d.forecast.cob, *d.forecast.uam)
     assert d.min_guard_bg_mg_dl == pytest.approx(min(lines), abs=1e-9)
     assert d.min_guard_bg_mg_dl == pytest.approx(min(d.forecast.iob), abs=1e-9)
