@@ -43,9 +43,8 @@ CURRENT_READING_MAX_AGE = timedelta(minutes=12)
 FORECAST_MAX_AGE = timedelta(minutes=10)
 RAPID_RESOLVE_FRACTION = 2.0 / 3.0
 
-# Infusion-set failure: only above this glucose; an open alert resolves below RESOLVE_BELOW or
+# Infusion-set failure: an open alert resolves below RESOLVE_BELOW (or 20 below the raise level) or
 # after falling FALL_RESOLVES from its peak.
-ISF_MIN_GLUCOSE_MG_DL = 180.0
 ISF_RESOLVE_BELOW_MG_DL = 160.0
 ISF_FALL_RESOLVES_MG_DL = 40.0
 
