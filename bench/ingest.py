@@ -149,6 +149,18 @@ def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
         )
 
 
+def _processed(database: Path) -> int:
+    import sqlite3
+
+    with contextlib.suppress(sqlite3.Error):
+        connection = sqlite3.connect(database)
+        try:
+            return int(connection.execute("SELECT count(*) FROM processed_events").fetchone()[0])
+        finally:
+            connection.close()
+    return 0
+
+
 def _wait_processed(database: Path, count: int, timeout_s: float) -> None:
     """Wait until the service behind `database` has handled `count` events (or give up)."""
     import sqlite3
@@ -307,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         producer.flush()
         while readings.count < seen + 60 and time.monotonic() < deadline:
             time.sleep(0.2)
+        # The alerts member must have partitions too (a member that joined before the topic's
+        # metadata reached it can sit idle): it has handled the warm-up readings.
+        _wait_processed(work / "alerts.sqlite3", 61, 60)
+        if _processed(work / "alerts.sqlite3") < 61:
+            print("alerts did not handle the warm-up readings; see the logs in", work)
+            return 1
 
         # 1. throughput: a burst of 5-minute series, people interleaved.
         people = 500
