@@ -46,6 +46,7 @@ from services.runtime.kafka.envelope import encode_headers, new_envelope
 from services.runtime.settings import REPO_ROOT
 from tests.device_gateway.harness import clock_env, free_port
 from tests.dosing_engine.conftest import reading, settings_changed
+from tests.dosing_engine.test_kafka import _wait_settings
 from tests.gateway.conftest import PASSWORD, VALID_SETTINGS, pem_of
 from tests.gateway.test_oauth_flow import REDIRECT, authorize_params, consent, exchange, pkce
 from tests.reliability.figures import record_figure
@@ -82,6 +83,7 @@ class Platform:
         signer = generate_signing_key()
         write_private_key(signer, tmp_path / "signing.pem")
         engine_port = free_port()
+        self.engine_port = engine_port
         env = {
             **os.environ,
             **env_clock,
@@ -237,6 +239,8 @@ def test_concurrent_boluses_one_per_decision_window(platform: Platform) -> None:
     assert put.status_code == 200, put.text
     # The engine learns the settings and the person's hub (from a reading), as from Kafka.
     platform.publish("therapy", person["id"], settings_changed(person["id"]))
+    # Wait until the engine has stored them (its consumer may join the group late).
+    _wait_settings(platform.engine_port, person["id"])
     # A partner app the person consented to (read scopes: the only kind there is).
     app = http.post("/api/v1/developer/apps", json={"name": "Partner", "redirect_uris": [REDIRECT]},
                     headers=_sign_in(http, developer))  # fmt: skip
