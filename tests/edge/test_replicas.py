@@ -9,6 +9,8 @@ set (schema device_gateway there).
 
 from __future__ import annotations
 
+import uuid
+
 import os
 import time
 from pathlib import Path
@@ -52,7 +54,10 @@ def test_command_sent_to_replica_a_reaches_the_hub_on_replica_b(tmp_path: Path) 
         tmp_path / "b", kafka=servers, public_key=public, clock=clock, replica="b",
         db_path=db, ca_dir=ca, extra_env=extra,
     )  # fmt: skip
-    hub = AgentThread(edge_settings(replica_b, tmp_path / "edge", clock), 5, "replicas")
+    # A name of its own per run: on a shared PostgreSQL the gateway's schema outlives the test.
+    hub = AgentThread(
+        edge_settings(replica_b, tmp_path / "edge", clock), 5, f"replicas-{uuid.uuid4().hex[:8]}"
+    )
     try:
         hub.start()
         assert hub.wait_connected(), replica_b.log_path.read_text()[-2000:]
