@@ -9,10 +9,9 @@ set (schema device_gateway there).
 
 from __future__ import annotations
 
-import uuid
-
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
