@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, MetaData, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from services.runtime.db import create_service_engine, is_postgres, schema_name
@@ -121,6 +123,9 @@ def _current(connection: Connection, version_schema: str | None) -> str | None:
     return MigrationContext.configure(connection, opts=opts).get_current_revision()
 
 
+SQLITE_LOCK_RETRIES = 8
+
+
 def upgrade(
     service: str,
     versions_dir: Path | None = None,
@@ -132,14 +137,23 @@ def upgrade(
 
     `database_url` None means the default SQLite file of the service (`var/db/`).
     """
-    return _run(
-        service=service,
-        database_url=database_url,
-        versions_dir=versions_dir,
-        target_metadata=target_metadata,
-        action="upgrade",
-        revision=revision,
-    )
+    # SQLite reports "database is locked" at once (no busy wait) when replicas starting together
+    # race to upgrade a read into a write; each attempt is one transaction, so retrying is safe.
+    for attempt in range(SQLITE_LOCK_RETRIES):
+        try:
+            return _run(
+                service=service,
+                database_url=database_url,
+                versions_dir=versions_dir,
+                target_metadata=target_metadata,
+                action="upgrade",
+                revision=revision,
+            )
+        except OperationalError as error:
+            if "database is locked" not in str(error) or attempt == SQLITE_LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def downgrade(

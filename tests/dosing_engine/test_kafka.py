@@ -140,7 +140,7 @@ def _wait_settings(port: int, patient: str) -> None:
             )
         return common_pb2.LOOP_STATUS_REASON_NO_SETTINGS not in status.reasons
 
-    wait_until(lambda: asyncio.run(ask()), 30, f"settings of {patient} to be stored")
+    wait_until(lambda: asyncio.run(ask()), 120, f"settings of {patient} to be stored")
 
 
 def test_readings_in_decisions_and_one_signed_command_out_replay_safe(
