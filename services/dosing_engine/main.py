@@ -164,7 +164,7 @@ async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None)
     definition = servicer(
         pb.DESCRIPTOR.services_by_name["DosingEngineService"].full_name,
         pb_grpc.add_DosingEngineServiceServicer_to_server,
-        DosingEngineServicer(sessions, clock, signer),
+        DosingEngineServicer(sessions, clock, signer, commands_topic=settings.commands_topic),
     )
     try:
         await run_service(settings, [definition], workers=[consume], metrics=True, stop=stop)

@@ -52,11 +52,18 @@ def _need(value: str, field: str) -> None:
 
 class DosingEngineServicer(pb_grpc.DosingEngineServiceServicer):
     def __init__(
-        self, sessions: sessionmaker[Session], clock: Clock, signer: CommandSigner
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        signer: CommandSigner,
+        *,
+        commands_topic: str = COMMANDS_TOPIC,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._signer = signer
+        # manual commands go where the consumer's automatic ones go (settings override)
+        self._commands_topic = commands_topic
 
     async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:  # noqa: N802
         def work() -> pb.DecideResponse:
@@ -278,7 +285,7 @@ class DosingEngineServicer(pb_grpc.DosingEngineServiceServicer):
                 )
                 outbox.add(
                     session,
-                    COMMANDS_TOPIC,
+                    self._commands_topic,
                     request.patient_id,
                     signed,
                     source=SOURCE,

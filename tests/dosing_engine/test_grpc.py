@@ -16,7 +16,7 @@ from langerhans.dosing.v1 import dosing_engine_service_pb2_grpc as pb_grpc
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernels.decision import decide
-from services.dosing_engine.events import handle
+from services.dosing_engine.events import COMMANDS_TOPIC, handle
 from services.dosing_engine.main import DosingEngineSettings
 from services.dosing_engine.model import decision_input, decision_to_proto, to_timestamp
 from services.dosing_engine.servicer import DosingEngineServicer
@@ -24,6 +24,7 @@ from services.runtime.clock import FixedClock
 from services.runtime.command_signing import CommandSigner, TrustedKeys
 from services.runtime.grpc_server import build_server, servicer
 from services.runtime.kafka.envelope import new_envelope
+from services.runtime.outbox import pending_rows
 from tests.dosing_engine.conftest import START, rising_history, settings_changed
 
 P = "patient-grpc"
@@ -36,12 +37,12 @@ def _state(sessions: sessionmaker[Session], clock: FixedClock, signer: CommandSi
             handle(new_envelope(P, m, source="test", time=clock.now()), session, clock, signer)
 
 
-async def _with_server(sessions, clock, signer, body):
+async def _with_server(sessions, clock, signer, body, commands_topic=COMMANDS_TOPIC):
     settings = DosingEngineSettings(grpc_host="127.0.0.1", grpc_port=0)
     definition = servicer(
         pb.DESCRIPTOR.services_by_name["DosingEngineService"].full_name,
         pb_grpc.add_DosingEngineServiceServicer_to_server,
-        DosingEngineServicer(sessions, clock, signer),
+        DosingEngineServicer(sessions, clock, signer, commands_topic=commands_topic),
     )
     server = build_server(settings, [definition])
     await server.start()
@@ -141,3 +142,26 @@ def test_bolus_then_confirmed_manual_bolus(sessions, clock, signer) -> None:
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION]
     assert status.looping
     assert status.mode == common_pb2.LOOP_MODE_CLOSED_LOOP_SMB
+
+
+def test_manual_command_goes_to_the_configured_commands_topic(sessions, clock, signer) -> None:
+    _state(sessions, clock, signer)
+    topic = "staging.pump.commands.v1"  # LANGERHANS_COMMANDS_TOPIC in a deployment
+
+    async def body(stub: Any) -> Any:
+        calc = await stub.CalculateBolus(pb.CalculateBolusRequest(patient_id=P, carbs_g=20.0))
+        issue = pb.IssueManualCommandRequest(
+            request_id="req-topic", patient_id=P, requested_by="person-1",
+            origin=device_pb2.PUMP_COMMAND_ORIGIN_MANUAL,
+            deliver_bolus=device_pb2.DeliverBolus(
+                insulin_u=calc.recommended_insulin_u, kind=common_pb2.BOLUS_KIND_STANDARD,
+                immediate_pct=100,
+            ),
+        )  # fmt: skip
+        issue.calculated_at.CopyFrom(calc.calculated_at)
+        return await stub.IssueManualCommand(issue)
+
+    issued = asyncio.run(_with_server(sessions, clock, signer, body, commands_topic=topic))
+    with sessions() as session:
+        rows = [r for r in pending_rows(session, 1000) if r.envelope.event_id == issued.command_id]
+    assert [r.topic for r in rows] == [topic]
