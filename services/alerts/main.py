@@ -27,6 +27,7 @@ from services.alerts.events import (
     make_handler,
 )
 from services.alerts.lifecycle import Tier
+from services.alerts.metrics import refresh_alerts_active
 from services.alerts.repository import AlertRepository, BatchView, metadata
 from services.alerts.service import AlertsService, Channel, EscalationPlan, Recipient
 from services.alerts.servicer import AlertsServicer
@@ -47,6 +48,8 @@ DEV_WEBHOOK_SECRET = "development-only-webhook-secret"  # noqa: S105 (refused in
 log = logging.getLogger(__name__)
 # People whose time-based rules are re-evaluated in one transaction.
 TIME_RULES_CHUNK = 100
+# How often the open-alerts-by-state gauge is recounted from storage.
+ALERTS_GAUGE_INTERVAL_S = 5.0
 
 
 class AlertsSettings(ServiceSettings):
@@ -128,6 +131,7 @@ class Scheduler:
         self._plan = default_plan
         self._time_rules_interval_s = time_rules_interval_s
         self._last_time_rules_s = float("-inf")
+        self._last_gauge_s = float("-inf")
 
     def _service(self, session: Session) -> AlertsService:
         return AlertsService(
@@ -140,6 +144,9 @@ class Scheduler:
         with session_scope(self._sessions) as session:
             fired = len(self._service(session).tick().deliveries)
         now_s = self._clock.monotonic_s()
+        if now_s - self._last_gauge_s >= ALERTS_GAUGE_INTERVAL_S:
+            self._last_gauge_s = now_s
+            refresh_alerts_active(self._sessions)
         if now_s - self._last_time_rules_s >= self._time_rules_interval_s:
             self._last_time_rules_s = now_s
             with self._sessions() as session:

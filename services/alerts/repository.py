@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    func,
     or_,
     select,
     update,
@@ -467,6 +468,18 @@ class AlertRepository:
         rows = self._session.execute(_select_open, {"b_patient": patient_id})
         found = [_alert(r) for r in rows]
         return {a.kind: a for a in found}
+
+    def open_counts_by_state(self) -> dict[AlertState, int]:
+        """Open (unresolved) alerts per lifecycle state; every open state present, 0 if none."""
+        rows = self._session.execute(
+            select(alerts.c.state, func.count())
+            .where(alerts.c.open_key.is_not(None))
+            .group_by(alerts.c.state)
+        )
+        counts = {state: 0 for state in AlertState if state is not AlertState.RESOLVED}
+        for state, count in rows:
+            counts[AlertState(state)] = int(count)
+        return counts
 
     def get_alert(self, alert_id: str) -> Alert | None:
         row = self._session.execute(select(alerts).where(alerts.c.alert_id == alert_id)).first()
