@@ -476,7 +476,9 @@ class AlertRepository:
             .where(alerts.c.open_key.is_not(None))
             .group_by(alerts.c.state)
         )
-        counts = {state: 0 for state in AlertState if state is not AlertState.RESOLVED}
+        counts: dict[AlertState, int] = {
+            state: 0 for state in AlertState if state is not AlertState.RESOLVED
+        }
         for state, count in rows:
             counts[AlertState(state)] = int(count)
         return counts
