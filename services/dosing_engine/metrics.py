@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 from langerhans.common.v1 import common_pb2
 from langerhans.dosing.v1 import dosing_pb2
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-__all__ = ["DOSING_DECISIONS", "decision_outcome", "record_decision"]
+__all__ = [
+    "DOSING_DECISIONS",
+    "NOT_LOOPING_PEOPLE",
+    "NotLoopingTracker",
+    "decision_outcome",
+    "record_decision",
+]
 
 DOSING_DECISIONS = Counter(
     "langerhans_dosing_decisions_total",
@@ -52,5 +62,44 @@ def decision_outcome(decision: dosing_pb2.DosingDecision) -> str:
     }.get(basal or "", "keep")
 
 
+class NotLoopingTracker:
+    """People whose latest decision (within `window_s`) was `not_looping`, counted per replica.
+
+    Decisions are keyed by patient id on the topic, so each person is counted by the replica
+    that owns their partition; an entry older than the window is dropped, so a person whose
+    partition moved away (or who stopped sending readings) stops counting after one window.
+    """
+
+    def __init__(
+        self, *, window_s: float = 900.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window_s = window_s
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[bool, float]] = {}
+
+    def observe(self, patient_id: str, outcome: str) -> None:
+        with self._lock:
+            self._latest[patient_id] = (outcome == "not_looping", self._monotonic())
+
+    def count(self) -> int:
+        oldest = self._monotonic() - self._window_s
+        with self._lock:
+            for patient_id in [p for p, (_, at) in self._latest.items() if at < oldest]:
+                del self._latest[patient_id]
+            return sum(1 for blocked, _ in self._latest.values() if blocked)
+
+
+_NOT_LOOPING = NotLoopingTracker()
+NOT_LOOPING_PEOPLE = Gauge(
+    "langerhans_dosing_not_looping_people",
+    "Closed-loop people whose latest decision in the last 15 min could not dose "
+    "(stale, future or missing CGM, no settings, uncertain delivery, backfill).",
+)
+NOT_LOOPING_PEOPLE.set_function(lambda: float(_NOT_LOOPING.count()))
+
+
 def record_decision(decision: dosing_pb2.DosingDecision) -> None:
-    DOSING_DECISIONS.labels(outcome=decision_outcome(decision)).inc()
+    outcome = decision_outcome(decision)
+    DOSING_DECISIONS.labels(outcome=outcome).inc()
+    _NOT_LOOPING.observe(decision.patient_id, outcome)
