@@ -128,7 +128,8 @@ browser-deps: $(BROWSER_STAMP) ## npm install of playwright-core for the headles
 test: setup buf-lint buf-breaking helm-check kafka-up browser-deps ## run the whole test suite (starts the local Kafka broker)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@# tests/helm already ran in helm-check (with the helm binary it built)
+	@$(VENV)/bin/pytest --ignore=tests/helm $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: setup ## unit tests only (no Kafka, PostgreSQL or browser)
