@@ -78,6 +78,9 @@ class Collector:
 
     def __init__(self, servers: str, topic: str, kind: str) -> None:
         self.arrivals: dict[str, float] = {}
+        # Wall-clock stamps per key: (stored by the service: ce_time, published by its relay:
+        # record timestamp, received here), to split the latency into its stages.
+        self.stages: dict[str, tuple[float, float, float]] = {}
         self.count = 0
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=servers, auto_offset_reset="earliest")
@@ -94,6 +97,7 @@ class Collector:
         while not self._stop.is_set():
             for records in self._consumer.poll(timeout_ms=100).values():
                 now = time.perf_counter()
+                wall = time.time()
                 for record in records:
                     envelope = envelope_from_record(record)
                     if self._kind == "reading":
@@ -106,7 +110,10 @@ class Collector:
                         if changed.previous_state != alerts_pb2.ALERT_STATE_UNSPECIFIED:
                             continue  # only raises
                         key = changed.alert.patient_id
-                    self.arrivals.setdefault(key, now)
+                    if key not in self.arrivals:
+                        self.arrivals[key] = now
+                        stored = envelope.time.timestamp()
+                        self.stages[key] = (stored, record.timestamp / 1000, wall)
                     self.count += 1
 
     def close(self) -> None:
@@ -192,7 +199,9 @@ def _steady(
     """Publish at `rate` readings/s for `seconds`; returns the p99 latency to validated (ms)."""
     print(f"==> steady: {rate} readings/s for {seconds} s", flush=True)
     sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     lows: dict[str, float] = {}
+    lows_wall: dict[str, float] = {}
     interval = 1.0 / rate
     # Every reading in the past (more than 5 min ahead would rightly be refused).
     base_time = now - timedelta(minutes=5 * seconds + 5)
@@ -209,9 +218,12 @@ def _steady(
             time.sleep(delay)
         _send(producer, raw_t, message)
         stamp = time.perf_counter()
-        sent[f"{patient}:{message.measured_at.seconds}"] = stamp
+        key = f"{patient}:{message.measured_at.seconds}"
+        sent[key] = stamp
+        sent_wall[key] = time.time()
         if value < 55 and patient not in lows:
             lows[patient] = stamp
+            lows_wall[patient] = sent_wall[key]
     producer.flush()
     wait_until = time.perf_counter() + 60
     while time.perf_counter() < wait_until and not (
@@ -234,7 +246,31 @@ def _steady(
         f"p50 {_percentile(alert_latencies, 50):.1f} ms, "
         f"p99 {_percentile(alert_latencies, 99):.1f} ms"
     )
+    _print_stages("validated", readings, sent_wall)
+    _print_stages("alerts", alerts, lows_wall)
     return p99
+
+
+def _print_stages(name: str, collector: Collector, sent_wall: dict[str, float]) -> None:
+    """p50/p99 of each stage: raw sent → stored (ce_time) → published (record time) → here."""
+    stored, relayed, received = [], [], []
+    for key, t_sent in sent_wall.items():
+        stages = collector.stages.get(key)
+        if stages is None:
+            continue
+        t_stored, t_published, t_received = stages
+        stored.append((t_stored - t_sent) * 1000)
+        relayed.append((t_published - t_stored) * 1000)
+        received.append((t_received - t_published) * 1000)
+    parts = [
+        f"{label} p50 {_percentile(v, 50):.0f} / p99 {_percentile(v, 99):.0f}"
+        for label, v in (
+            ("sent→stored", stored),
+            ("stored→published", relayed),
+            ("published→received", received),
+        )
+    ]
+    print(f"    {name} stages (ms): " + ", ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
