@@ -110,35 +110,42 @@ async def _hub_client(args: argparse.Namespace) -> None:
         options = [("grpc.keepalive_time_ms", 60_000)]
         async with aio.secure_channel(args.hub_addr, credentials, options=options) as ch:
             call = gw_grpc.DeviceGatewayServiceStub(ch).Connect(requests())
-            async for response in call:
-                kind = response.WhichOneof("payload")
-                if kind == "welcome":
-                    live.add(device_id)
-                    sequence = response.welcome.acked_hub_sequence
-                    if len(live) == len(hubs):
-                        all_welcomed.set()
-                elif kind == "signed_command":
-                    command = device_pb2.PumpCommand.FromString(response.signed_command.command)
-                    sequence += 1
-                    outcome_of[sequence] = command.command_id
-                    queue.put_nowait(
-                        gw_pb2.ConnectRequest(
-                            hub_sequence=sequence,
-                            command_outcome=device_pb2.PumpCommandOutcome(
-                                command_id=command.command_id,
-                                device_id=device_id,
-                                patient_id=entry["patient_id"],
-                                sequence=command.sequence,
-                                state=device_pb2.PUMP_COMMAND_STATE_EXECUTED,
-                            ),
+            try:
+                async for response in call:
+                    kind = response.WhichOneof("payload")
+                    if kind == "welcome":
+                        live.add(device_id)
+                        sequence = response.welcome.acked_hub_sequence
+                        if len(live) == len(hubs):
+                            all_welcomed.set()
+                    elif kind == "signed_command":
+                        command = device_pb2.PumpCommand.FromString(response.signed_command.command)
+                        sequence += 1
+                        outcome_of[sequence] = command.command_id
+                        queue.put_nowait(
+                            gw_pb2.ConnectRequest(
+                                hub_sequence=sequence,
+                                command_outcome=device_pb2.PumpCommandOutcome(
+                                    command_id=command.command_id,
+                                    device_id=device_id,
+                                    patient_id=entry["patient_id"],
+                                    sequence=command.sequence,
+                                    state=device_pb2.PUMP_COMMAND_STATE_EXECUTED,
+                                ),
+                            )
                         )
-                    )
-                elif kind == "telemetry_ack":
-                    acked = response.telemetry_ack.hub_sequence
-                    for seq in [s for s in outcome_of if s <= acked]:
-                        started = pending.pop(outcome_of.pop(seq), None)
-                        if started is not None and not started[1].done():
-                            started[1].set_result(time.monotonic() - started[0])
+                    elif kind == "telemetry_ack":
+                        acked = response.telemetry_ack.hub_sequence
+                        for seq in [s for s in outcome_of if s <= acked]:
+                            started = pending.pop(outcome_of.pop(seq), None)
+                            if started is not None and not started[1].done():
+                                started[1].set_result(time.monotonic() - started[0])
+            finally:
+                # End the request generator from inside whatever ended the call. A failed
+                # session used to leave it suspended in queue.get(); the reconnect replaced the
+                # queue, the generator was collected while still running and the loop's
+                # finalizer printed "aclose(): asynchronous generator is already running".
+                queue.put_nowait(None)
 
     async def hub(entry: dict[str, str]) -> None:
         """Like a real hub: keep the stream up, reconnect with a short backoff."""
