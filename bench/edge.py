@@ -1,8 +1,10 @@
 """Edge benchmark: one edge agent's footprint, and one device-gateway holding many hub streams.
 
-1. *Agent*: one `langerhans edge` process (simulated pump + CGM, real clock) enrolled with and
-   streaming to a device-gateway process. After a warm-up, resident memory and CPU (share of
-   one core) are sampled from /proc for `--agent-seconds`.
+1. *Agent*: one `langerhans edge --devices` process (real clock) enrolled with and streaming to
+   a device-gateway process; its simulated pump and CGM run in a device process of their own
+   (`edge.devsim`, over a Unix socket), as a real pump and sensor are outside the hub. After
+   a warm-up, resident memory and CPU (share of one core) are sampled from /proc for
+   `--agent-seconds`.
 2. *Streams*: `--streams` lightweight hubs in `--client-procs` separate processes (grpc.aio),
    each with its **own** EC P-256 key and client certificate from the gateway's device CA,
    so every stream is a distinct mutual-TLS identity checked by the gateway. The certificates
@@ -331,30 +333,60 @@ def _measure_agent(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[st
         "LANGERHANS_LOG_LEVEL": "WARNING",
         "LANGERHANS_METRICS_PORT": "0",
     }
+    # The simulated person, pump and sensor run in a device process of their own (as a real
+    # pump and sensor are not in the hub's process); the hub reaches them over a Unix socket.
+    socket_path = work / "devices.sock"
+    devices_log = (work / "devices.log").open("wb")
+    devices = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.devsim",
+            "--socket",
+            str(socket_path),
+            "--hub",
+            "0",
+            "--name-prefix",
+            "bench-hub",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=devices_log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not socket_path.exists():
+        if devices.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("device process: " + (work / "devices.log").read_text()[-2000:])
+        time.sleep(0.2)
+    hub_cmd = [
+        sys.executable,
+        "-m",
+        "edge.main",
+        "--devices",
+        str(socket_path),
+        "--state-dir",
+        str(work / "edge"),
+        "--gateway",
+        gw.service_addr,
+        "--hub-addr",
+        gw.hub_addr,
+        "--enroll-addr",
+        gw.enroll_addr,
+    ]
     log_path = work / "agent.log"
+    # Enrolment (X.509, CSR) happens once in a hub's life; the measured agent is a hub that
+    # starts already enrolled, as after any restart.
     with log_path.open("wb") as log:
+        enrolled = subprocess.run(
+            [*hub_cmd, "--enroll-only"], check=False, cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+    if enrolled.returncode != 0:
+        devices.terminate()
+        raise RuntimeError("enrolment failed: " + log_path.read_text()[-3000:])
+    with log_path.open("ab") as log:
         agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edge.main",
-                "--hub",
-                "0",
-                "--name-prefix",
-                "bench-hub",
-                "--state-dir",
-                str(work / "edge"),
-                "--gateway",
-                gw.service_addr,
-                "--hub-addr",
-                gw.hub_addr,
-                "--enroll-addr",
-                gw.enroll_addr,
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            hub_cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     stub = gw_grpc.DeviceGatewayServiceStub(grpc.insecure_channel(gw.service_addr))
     try:
@@ -396,11 +428,13 @@ def _measure_agent(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[st
             "summary": status.summary,
         }
     finally:
-        agent.terminate()
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        for proc in (agent, devices):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        devices_log.close()
 
 
 def _make_hubs(gw: Gateway, count: int, work: Path) -> list[dict[str, str]]:

@@ -18,13 +18,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from langerhans.device.v1 import device_gateway_service_pb2 as gw_pb2
@@ -34,6 +31,9 @@ from langerhans.device.v1 import device_pb2
 from edge.outbox import Outbox, RecordKind
 from services.runtime.clock import Clock
 from services.runtime.command_signing import TrustedKeys
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["HubIdentity", "HubLink", "dev_enrollment_token", "enroll", "load_identity"]
 
@@ -97,6 +97,12 @@ async def enroll(
     enroll_addr: str, gateway_ca_pem: bytes, token: str, hub_serial: str, directory: Path
 ) -> HubIdentity:
     """Exchange the token and a CSR for a certificate; writes the identity to `directory`."""
+    # X.509 is needed once, at enrolment: imported here, it stays out of a running hub's memory
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -126,6 +132,8 @@ def _store_identity(
 ) -> HubIdentity:
     """Key (0600), certificate, CA, then identity.json last (atomically): a hub that crashed
     half-way has no identity.json and enrols again."""
+    from cryptography.hazmat.primitives import serialization
+
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "hub-key.pem"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

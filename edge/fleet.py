@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from edge.agent import AgentConfig, EdgeAgent
-from edge.client import HubIdentity, dev_enrollment_token, enroll, load_identity
 from edge.drivers.simulated import SimCgm, SimPump
-from edge.limits import AgeGroup as LimitsAgeGroup
+from edge.hub import LIMITS_AGE, agent_config, ensure_enrolled
 from edge.limits import load_limits, provision_limits
 from edge.settings import EdgeSettings
 from sim.drivers import SimulatedPerson
@@ -37,11 +35,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_LIMITS_AGE = {
-    "child": LimitsAgeGroup.CHILD,
-    "adolescent": LimitsAgeGroup.TEEN,
-    "adult": LimitsAgeGroup.ADULT,
-}
 _AGES: tuple[AgeGroup, ...] = ("adult", "adolescent", "child")
 
 
@@ -69,23 +62,6 @@ def fleet_person(index: int, name_prefix: str = "sim-hub") -> VirtualPerson:
     return make_person(fleet_person_id(index, name_prefix), age, np.random.default_rng([index, 7]))
 
 
-async def ensure_enrolled(
-    settings: EdgeSettings, directory: Path, hub_serial: str, patient_id: str
-) -> HubIdentity:
-    identity = load_identity(directory)
-    if identity is not None:
-        return identity
-    token = settings.enrollment_token or await dev_enrollment_token(
-        settings.device_gateway_addr, patient_id, settings.dev_admin_token
-    )
-    ca_pem = settings.resolved_gateway_ca_path.read_bytes()
-    identity = await enroll(settings.resolved_enroll_addr, ca_pem, token, hub_serial, directory)
-    log.info(
-        "hub enrolled", extra={"device_id": identity.device_id, "patient_id": identity.patient_id}
-    )
-    return identity
-
-
 async def build_simulated_hub(
     settings: EdgeSettings,
     index: int,
@@ -105,7 +81,7 @@ async def build_simulated_hub(
     limits = (
         load_limits(limits_path)
         if limits_path.exists()
-        else provision_limits(limits_path, _LIMITS_AGE[age])
+        else provision_limits(limits_path, LIMITS_AGE[age])
     )
     pump = SimPump(sim_person, serial=f"{name}-pump", ack_loss_rate=ack_loss_rate, seed=index)
     cgm = SimCgm(sim_person, sensor_id=f"{name}-cgm")
@@ -116,14 +92,7 @@ async def build_simulated_hub(
         pump=pump,
         cgm=cgm,
         limits=limits,
-        config=config
-        or AgentConfig(
-            poll_interval_s=settings.poll_interval_s,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
-            offline_after_s=settings.offline_after_s,
-            suspend_threshold_mg_dl=settings.suspend_threshold_mg_dl,
-            suspend_horizon_min=settings.suspend_horizon_min,
-        ),
+        config=config or agent_config(settings),
         pump_serial=pump.serial,
         pump_model=pump.model,
         cgm_model=cgm.model,

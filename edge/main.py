@@ -7,8 +7,8 @@ import asyncio
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from edge.fleet import build_simulated_hub, run_fleet
 from edge.settings import EdgeSettings
 from services.runtime.logging import configure_logging
 
@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--enroll-addr", default=None, help="device gateway enrolment address")
     parser.add_argument("--token", default=None, help="one-time enrolment token")
     parser.add_argument(
+        "--devices",
+        type=Path,
+        default=None,
+        help="Unix socket of the pump and CGM (python -m edge.devsim); default: in-process sim",
+    )
+    parser.add_argument(
+        "--enroll-only", action="store_true", help="enrol (with --devices) and exit"
+    )
+    parser.add_argument(
         "--ack-loss", type=float, default=0.0, help="simulated lost pump acks (0–1)"
     )
     return parser
@@ -41,6 +50,21 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.devices is not None:
+        # the hub alone: no simulator in this process (see edge.devsim)
+        from edge.hub import build_remote_hub
+
+        agent = await build_remote_hub(settings, args.devices, enroll_only=args.enroll_only)
+        if agent is None:
+            return
+        try:
+            await agent.run(stop)
+        finally:
+            agent.close()
+        return
+    # the simulator (numpy, the patient model) is imported only for in-process simulated hubs
+    from edge.fleet import build_simulated_hub, run_fleet
+
     if args.fleet > 0:
         await run_fleet(settings, args.fleet, stop)
         return
@@ -55,7 +79,7 @@ async def _run(settings: EdgeSettings, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(argv) if argv is not None else None)
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.state_dir is not None:
         overrides["state_root"] = args.state_dir
     if args.gateway:
@@ -66,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["enroll_addr"] = args.enroll_addr
     if args.token:
         overrides["enrollment_token"] = args.token
-    settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
+    settings = EdgeSettings(**overrides)
     configure_logging(settings)
     asyncio.run(_run(settings, args))
     return 0

@@ -23,8 +23,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf.message import DecodeError
 from langerhans.device.v1 import device_pb2
 
-from services.runtime.settings import var_dir
-
 __all__ = [
     "CommandSigner",
     "SignatureFailure",
@@ -123,6 +121,10 @@ def dev_signing_key_paths(keys_dir: Path | None = None) -> tuple[Path, Path]:
     Created once by whichever process asks first; the public key is always derived from the
     private key, so two processes starting together cannot end up with mismatched halves.
     """
+    # imported here: the settings module brings pydantic, which a hub that only verifies
+    # commands does not otherwise load (edge agent memory)
+    from services.runtime.settings import var_dir
+
     directory = keys_dir or var_dir() / "keys"
     private, public = directory / "command-signing.pem", directory / "command-signing.pub"
     if not private.exists():
