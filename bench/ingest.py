@@ -279,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="steady readings per second")
     parser.add_argument("--seconds", type=int, default=15, help="duration of the steady phase")
     parser.add_argument(
-        "--cgm-processes", type=int, default=2, help="cgm-ingestion consumer processes"
+        "--cgm-processes",
+        type=int,
+        default=1,
+        # On one SQLite file a second process only queues for the same write lock, and
+        # across processes SQLite busy-polls it (no fair queue): slower, not faster.
+        help="cgm-ingestion consumer processes (more pay off with PostgreSQL, not SQLite)",
     )
     args = parser.parse_args(argv)
 

@@ -40,6 +40,7 @@ from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.settings import ServiceSettings
+from services.runtime.writer_lock import serialize_writers
 
 __all__ = ["AlertsSettings", "Scheduler", "build", "run", "serve"]
 
@@ -58,7 +59,7 @@ class AlertsSettings(ServiceSettings):
     input_topics: tuple[str, ...] = INPUT_TOPICS
     alerts_topic: str = ALERTS_TOPIC
     deliveries_topic: str = DELIVERIES_TOPIC
-    transaction_batch: int = 500
+    transaction_batch: int = 100
     webhook_secret: str = DEV_WEBHOOK_SECRET
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -111,6 +112,9 @@ class BatchRunner(ConsumerRunner):
 def build(settings: AlertsSettings) -> tuple[Engine, sessionmaker[Session]]:
     migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
     engine = create_service_engine(SERVICE, settings.database_url)
+    # The consumer, the outbox relay (and in alerts the scheduler and delivery worker) queue
+    # for the SQLite write lock in order instead of busy-polling it (relay starvation).
+    serialize_writers(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
 
 

@@ -33,6 +33,7 @@ from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.settings import ServiceSettings
+from services.runtime.writer_lock import serialize_writers
 
 __all__ = ["CgmIngestionSettings", "build", "serve"]
 
@@ -95,6 +96,9 @@ def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]
     """Migrate the service's schema and return its engine and session factory."""
     migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
     engine = create_service_engine(SERVICE, settings.database_url)
+    # The consumer, the outbox relay (and in alerts the scheduler and delivery worker) queue
+    # for the SQLite write lock in order instead of busy-polling it (relay starvation).
+    serialize_writers(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
 
 
