@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.runtime.logging import current_request_id
@@ -163,6 +164,20 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    # SQLite's busy timeout ran out while other requests held the write lock: the unit of work
+    # that waited was rolled back and the caller may try again (a repeated bolus confirmation
+    # re-sends the same request id). Any other storage error is a real fault.
+    if "database is locked" in str(exc):
+        log.warning("storage busy: request refused with 503", exc_info=exc)
+        return JSONResponse(
+            _body("storage_busy", "the gateway's storage is busy; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(_body("internal", "internal error"), status_code=500)
@@ -172,4 +187,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -99,6 +99,12 @@ def _chain_pending(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
     else:
+        # Lock order: the database's write lock first (BEGIN IMMEDIATE, taken here if this
+        # unit of work has not touched the database yet), then the process lock. The other
+        # order deadlocked: a thread holding the process lock waited for the write lock while
+        # the write lock's holder waited for the process lock, until SQLite's busy timeout
+        # failed one of them ("database is locked").
+        session.connection()
         _CHAIN_LOCK.acquire()
         session.info[_HELD] = True
     repo = AuditRepository(session)

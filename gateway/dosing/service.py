@@ -233,8 +233,9 @@ def get_bolus_request(session: Session, ctx: PatientContext, request_id: str) ->
 
 
 def _lock_guard(session: Session, person_id: str) -> BolusGuard:
-    """The person's guard row, locked for this transaction (created on first use)."""
-    guard = session.get(BolusGuard, person_id, with_for_update=True)
+    """The person's guard row as stored now, locked for this transaction (created on first
+    use). `populate_existing`: a copy from an earlier transaction of this session is stale."""
+    guard = session.get(BolusGuard, person_id, with_for_update=True, populate_existing=True)
     if guard is not None:
         return guard
     try:
@@ -290,12 +291,22 @@ def confirm_bolus(
         next_at = (guard.last_issued_at + window).isoformat()
         raise refuse(
             "refused",
-            Conflict(f"a bolus was already issued for this person; the next one from {next_at}"),
+            Conflict(
+                "a bolus is already in progress or issued for this person in this decision "
+                f"window; the next one from {next_at}"
+            ),
         )
     previous = (guard.last_issued_at, guard.last_request_id)
     guard.last_issued_at, guard.last_request_id = now, row.id
     row.confirmed_at = row.confirmed_at or now
-    session.flush()  # the guard row is written (and stays locked) before the engine is asked
+    # Until the engine answers the outcome is unknown: if this process dies now, the request
+    # stays `uncertain` with the window taken, and confirming again re-sends the same id.
+    row.status = "uncertain"
+    row.outcome = "sent to the dosing engine; no answer yet"
+    # The window is claimed and committed before the engine is asked, so no database lock is
+    # held during the call: on SQLite the write lock is the whole database's, and holding it
+    # for a slow engine queued every other request behind it.
+    session.commit()
     command = dosing_pb.IssueManualCommandRequest(
         request_id=row.id,
         patient_id=row.person_id,
@@ -317,7 +328,6 @@ def confirm_bolus(
     try:
         issued = run_sync(services.issue_manual_command, command, current_request_id())
     except ServiceUnavailable as exc:
-        row.status = "uncertain"
         row.outcome = "the dosing engine did not answer; confirm again to retry safely"
         record(
             session,
@@ -330,7 +340,10 @@ def confirm_bolus(
         exc.keep_changes = True
         raise
     except AppError as exc:
-        guard.last_issued_at, guard.last_request_id = previous  # nothing was issued
+        # Nothing was issued: give the window back, unless someone else holds it by now.
+        guard = _lock_guard(session, ctx.person_id)
+        if guard.last_request_id == row.id:
+            guard.last_issued_at, guard.last_request_id = previous
         raise refuse("refused", exc) from None
     row.status = "issued"
     row.command_id = issued.command_id
