@@ -6,7 +6,9 @@ Route map (no two APIs share a path):
 - `/api/v1/entries`, `/treatments`, `/devicestatus`, `/profile`, `/status`, `/verifyauth`
   (with or without `.json`) — the Nightscout-compatible API (api-secret / token);
 - `/oauth/*` and `/partner/v1/*` — the partner API;
-- `/.well-known/jwks.json`, `/healthz`, `/readyz`, `/metrics`.
+- `/.well-known/jwks.json`, `/healthz`, `/readyz`.
+
+Prometheus metrics are not on this app: `gateway.main` serves them on the metrics port.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from gateway.app import create_app
 from gateway.db import make_engine, make_session_factory, migrate
+from gateway.observability import start_metrics_server
 from gateway.security.passwords import Passwords
 from gateway.settings import GatewaySettings
 from gateway.therapy.events import OutboxPublisher
@@ -29,6 +30,8 @@ def serve() -> int:
     if settings.demo:
         _seed_demo(settings, engine, clock)
     app = create_app(settings, clock, engine=engine)
+    # /metrics on its own port, not the public one the Ingress exposes.
+    metrics = start_metrics_server(settings, app.state.metrics.registry)
     # therapy settings versions leave through the outbox to therapy.settings.v1
     publisher = OutboxPublisher(
         settings.kafka_bootstrap_servers, make_session_factory(engine), clock
@@ -45,6 +48,7 @@ def serve() -> int:
         timeout_graceful_shutdown=10,
     )
     publisher.stop()
+    metrics.stop()
     return 0
 
 

@@ -1,4 +1,9 @@
-"""Request ids, one JSON log line per request, Prometheus metrics, health probes."""
+"""Request ids, one JSON log line per request, Prometheus metrics, health probes.
+
+The metrics are served on a port of their own (`LANGERHANS_METRICS_HOST`/`_PORT`, as every
+gRPC service does; 9090 in the chart), never on the public HTTP port: the Ingress routes that
+port to the internet and the metrics name routes, volumes and timings nobody outside needs.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,18 @@ import re
 import time
 import uuid
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.deps import RuntimeDep
 from services.runtime.logging import request_id_var
+from services.runtime.metrics import MetricsServer
+from services.runtime.settings import ServiceSettings
 
-__all__ = ["HttpMetrics", "RequestContextMiddleware", "health_router"]
+__all__ = ["HttpMetrics", "RequestContextMiddleware", "health_router", "start_metrics_server"]
 
 log = logging.getLogger("gateway.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -145,7 +146,12 @@ def readyz(runtime: RuntimeDep) -> Response:
     return JSONResponse({"status": "ok", "database": "up"})
 
 
-@health_router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+def start_metrics_server(settings: ServiceSettings, registry: CollectorRegistry) -> MetricsServer:
+    """Serve `registry` at `/metrics` on `settings.metrics_host:metrics_port` (0 picks a free
+    port), in a daemon thread off the event loop."""
+    httpd, thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_host, registry=registry
+    )
+    server = MetricsServer(settings.metrics_host, int(httpd.server_address[1]), httpd, thread)
+    log.info("metrics on %s", server.url, extra={"metrics_port": server.port})
+    return server

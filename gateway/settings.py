@@ -75,6 +75,11 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> GatewaySettings:
+        if self.metrics_port and self.metrics_port == self.http_port:
+            raise ValueError(
+                "LANGERHANS_METRICS_PORT must differ from LANGERHANS_HTTP_PORT: metrics are "
+                "never served on the public port"
+            )
         if self.demo and self.environment == "production":
             raise ValueError(
                 f"LANGERHANS_DEMO creates accounts with a known password: development only, "

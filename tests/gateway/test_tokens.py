@@ -176,7 +176,7 @@ def test_jwks_publishes_the_verification_key(client, signing_key):
     assert header["alg"] == "EdDSA"
 
 
-def test_request_id_and_metrics_use_route_templates(client):
+def test_request_id_is_echoed_or_generated(client):
     user = make_user(client)
     r = client.get(
         f"/api/v1/people/{user.id}/glucose", headers={**user.auth, "X-Request-ID": "abc-123"}
@@ -186,6 +186,3 @@ def test_request_id_and_metrics_use_route_templates(client):
     assert len(generated) == 32
     bad = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert bad.headers["x-request-id"] != "bad id with spaces"
-    metrics = client.get("/metrics").text
-    assert 'route="/api/v1/people/{person_id}/glucose"' in metrics
-    assert user.id not in metrics
