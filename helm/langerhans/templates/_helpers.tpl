@@ -216,9 +216,12 @@ spec:
               containerPort: {{ $root.Values.ports.grpcHealth }}
               protocol: TCP
             {{- else }}
-            # The gateway serves /metrics on its HTTP port.
             - name: http
               containerPort: {{ $root.Values.ports.http }}
+              protocol: TCP
+            # /metrics on a port of its own: the Ingress routes only the http port.
+            - name: metrics
+              containerPort: {{ $root.Values.ports.metrics }}
               protocol: TCP
             {{- end }}
             {{- with .extraPorts }}
@@ -354,6 +357,10 @@ spec:
       port: 80
       targetPort: http
       protocol: TCP
+    - name: metrics
+      port: {{ $root.Values.ports.metrics }}
+      targetPort: metrics
+      protocol: TCP
     {{- end }}
 {{- if $v.autoscaling.enabled }}
 ---
@@ -417,7 +424,7 @@ spec:
     matchLabels:
       {{- include "langerhans.selectorLabels" $labels | nindent 6 }}
   endpoints:
-    - port: {{ ternary "metrics" "http" (eq .kind "grpc") }}
+    - port: metrics
       path: /metrics
       interval: {{ $root.Values.monitoring.serviceMonitor.interval }}
 {{- end }}
