@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from langerhans.cgm.v1 import cgm_pb2
 from langerhans.common.v1 import common_pb2, therapy_pb2
 from langerhans.dosing.v1 import dosing_engine_service_pb2 as svc_pb2
 from langerhans.dosing.v1 import dosing_pb2
@@ -168,6 +169,21 @@ def kernel_settings(s: therapy_pb2.TherapySettings, now_s: float) -> TherapySett
         raise InvalidArgument(f"therapy settings out of bounds: {exc.errors()[0]['msg']}") from exc
 
 
+# The newest reading flagged by cgm-ingestion as a jump, a flat signal, a compression low, a
+# warm-up value or a sensor-reported fault is doubtful: it counts as noisy, so the kernel's
+# noisy-CGM rule allows no increase (brief §6: never act on doubtful data).
+_DOUBTFUL_FAULTS: Final = frozenset(
+    {
+        cgm_pb2.SENSOR_FAULT_COMPRESSION_LOW,
+        cgm_pb2.SENSOR_FAULT_FLAT,
+        cgm_pb2.SENSOR_FAULT_JUMP,
+        cgm_pb2.SENSOR_FAULT_WARM_UP,
+        cgm_pb2.SENSOR_FAULT_DEVICE_REPORTED,
+    }
+)
+_NOISY_LEVEL: Final = 3.0
+
+
 def decision_input(req: svc_pb2.DecideRequest) -> DecisionInput:
     """The whole state of a `DecideRequest` as the kernel's validated input."""
     if not req.HasField("now") or not req.HasField("settings"):
@@ -176,6 +192,8 @@ def decision_input(req: svc_pb2.DecideRequest) -> DecisionInput:
     mode = MODE_FROM_PROTO.get(req.settings.loop_mode, Mode.OPEN_LOOP)
     readings = sorted(req.cgm_history, key=lambda r: ts_seconds(r.measured_at))
     noise = float(readings[-1].noise_level) if readings else 0.0
+    if readings and _DOUBTFUL_FAULTS.intersection(readings[-1].faults):
+        noise = max(noise, _NOISY_LEVEL)
     p = req.pump_state
     running: float | None = (
         p.temp_basal_rate_u_per_h if p.HasField("temp_basal_rate_u_per_h") else None
