@@ -41,6 +41,8 @@ __all__ = [
 
 # Readings older than this are not "current".
 _CURRENT_MAX_AGE = timedelta(minutes=12)
+# Allowed spacing of the readings a sustained verdict is judged at (5-min CGM, one missed).
+_SUSTAINED_STEP = timedelta(minutes=10)
 _INSULIN_MODEL = INSULIN_PRESETS["rapid-acting"]
 
 
@@ -48,7 +50,9 @@ _INSULIN_MODEL = INSULIN_PRESETS["rapid-acting"]
 class InfusionSetParams:
     """Tuning of the detector (chosen on the simulated cohort; see docs/alerts.md)."""
 
-    window: timedelta = timedelta(minutes=120)
+    # 3 h: a lost basal needs that long to show against the loop's extra insulin; over 2 h
+    # the cohort's normal residuals (ISF/CR off by 20-40 %) are as large as a failure's.
+    window: timedelta = timedelta(minutes=180)
     min_glucose_mg_dl: float = 160.0
     # observed − predicted over the window
     min_residual_mg_dl: float = 80.0
@@ -64,9 +68,14 @@ class InfusionSetParams:
     meal_lookback: timedelta = timedelta(minutes=180)
     meal_min_residual_mg_dl: float | None = None
     # A lost basal raises glucose slowly; an unannounced meal sharply (and then responds to the
-    # loop's insulin). Rises faster than this are left to the high / rapid-rise alerts.
-    max_rise_last_hour_mg_dl: float = 40.0
-    max_rise_window_mg_dl: float = 80.0
+    # loop's insulin). Rises faster than this are left to the high / rapid-rise alerts
+    # (None: no limit). Without the hourly limit the cohort's 7 detections become 10 (none
+    # of them in time), but every unannounced meal would look like a failed set.
+    max_rise_last_hour_mg_dl: float | None = 40.0
+    max_rise_window_mg_dl: float | None = None
+    # The verdict must hold at this many consecutive readings (the latest and those just
+    # before it, each judged on the data up to it): one noisy reading does not raise it.
+    sustained_readings: int = 3
 
 
 DEFAULT_INFUSION_SET = InfusionSetParams()
@@ -160,23 +169,33 @@ def infusion_set_features(
     now: datetime,
     window: timedelta,
     rebound_lookback: timedelta = DEFAULT_INFUSION_SET.rebound_lookback,
+    *,
+    readings_back: int = 0,
 ) -> InfusionSetFeatures | None:
-    """Observed vs predicted change over `window` up to the latest reading (None: no data)."""
-    latest = state.latest_glucose()
-    if latest is None or now - latest.time > _CURRENT_MAX_AGE:
+    """Observed vs predicted change over `window` up to the latest reading (None: no data).
+
+    `readings_back=n` judges the window ending at the n-th reading before the latest, on
+    the readings up to it (insulin and carbs after it count for nothing in that window).
+    """
+    points = state.glucose[: len(state.glucose) - readings_back] if readings_back else state.glucose
+    if not points:
+        return None
+    latest = points[-1]
+    current_max_age = _CURRENT_MAX_AGE + readings_back * _SUSTAINED_STEP
+    if now - latest.time > current_max_age:
         return None
     start = latest.time - window
-    before = _glucose_at(state.glucose, start)
+    before = _glucose_at(points, start)
     if before is None:
         return None
     insulin, absorbed_u = insulin_effect_mg_dl(state, settings, start, latest.time)
     carbs = carb_effect_mg_dl(state, settings, start, latest.time)
-    recent = [p for p in state.glucose if latest.time - p.time <= timedelta(minutes=20)]
+    recent = [p for p in points if latest.time - p.time <= timedelta(minutes=20)]
     lookback = latest.time - rebound_lookback
     since_carbs = [
         (latest.time - c.time).total_seconds() / 60 for c in state.carbs if c.time <= latest.time
     ]
-    hour_ago = _glucose_at(state.glucose, latest.time - timedelta(hours=1))
+    hour_ago = _glucose_at(points, latest.time - timedelta(hours=1))
     return InfusionSetFeatures(
         glucose_mg_dl=latest.glucose_mg_dl,
         observed_change_mg_dl=latest.glucose_mg_dl - before,
@@ -186,7 +205,7 @@ def infusion_set_features(
         insulin_absorbed_u=absorbed_u,
         recent_slope_mg_dl_per_min=_slope_mg_dl_per_min(recent),
         minutes_since_carbs=min(since_carbs) if since_carbs else None,
-        min_recent_glucose_mg_dl=min(p.glucose_mg_dl for p in state.glucose if p.time >= lookback),
+        min_recent_glucose_mg_dl=min(p.glucose_mg_dl for p in points if p.time >= lookback),
     )
 
 
@@ -209,9 +228,13 @@ def suspected(features: InfusionSetFeatures, params: InfusionSetParams) -> bool:
     if meal:
         needed = params.meal_min_residual_mg_dl
         return needed is not None and f.residual_mg_dl >= needed
-    if f.rise_last_hour_mg_dl is None or f.rise_last_hour_mg_dl > params.max_rise_last_hour_mg_dl:
+    limit_hour = params.max_rise_last_hour_mg_dl
+    if limit_hour is not None and (
+        f.rise_last_hour_mg_dl is None or f.rise_last_hour_mg_dl > limit_hour
+    ):
         return False
-    if f.observed_change_mg_dl > params.max_rise_window_mg_dl:
+    limit_window = params.max_rise_window_mg_dl
+    if limit_window is not None and f.observed_change_mg_dl > limit_window:
         return False
     return f.residual_mg_dl >= params.min_residual_mg_dl
 
@@ -236,6 +259,13 @@ def infusion_set_evidence(
     features = infusion_set_features(state, settings, now, params.window, params.rebound_lookback)
     if features is None or not suspected(features, params):
         return None
+    # Held at the readings just before as well (each judged on the data up to it).
+    for back in range(1, params.sustained_readings):
+        earlier = infusion_set_features(
+            state, settings, now, params.window, params.rebound_lookback, readings_back=back
+        )
+        if earlier is None or not suspected(earlier, params):
+            return None
     return InfusionSetEvidence(
         glucose_mg_dl=features.glucose_mg_dl,
         rise_mg_dl=features.observed_change_mg_dl,

@@ -41,7 +41,8 @@ def trace(values: Sequence[float], doses_u: float = 0.5) -> PatientState:
     return state
 
 
-def line(first: float, last: float, minutes: int = 180) -> list[float]:
+def line(first: float, last: float, minutes: int = 240) -> list[float]:
+    # 4 h of readings: the detector's 3-h window, judged at three consecutive readings.
     n = minutes // 5
     return [first + (last - first) * i / n for i in range(n + 1)]
 
@@ -104,7 +105,7 @@ def test_not_suspected(case: str) -> None:
     elif case == "unannounced_meal":  # sharp rise: the loop answers with micro-boluses
         state = trace([110] * 25 + line(110, 230, 60))
     elif case == "after_a_low":  # rebound after treating a low 130 min ago
-        state.glucose[10] = GlucosePoint(state.glucose[10].time, 65)
+        state.glucose[-27] = GlucosePoint(state.glucose[-27].time, 65)
     elif case == "suspended":
         state.suspended_since = NOW - timedelta(minutes=30)
     elif case == "set_changed":
@@ -119,10 +120,10 @@ def test_not_suspected(case: str) -> None:
 
 def test_features_report_what_the_verdict_used() -> None:
     state = trace(line(110, 200))
-    f = infusion_set_features(state, SETTINGS, NOW, timedelta(minutes=120))
+    f = infusion_set_features(state, SETTINGS, NOW, InfusionSetParams().window)
     assert f is not None
-    assert f.observed_change_mg_dl == pytest.approx(60, abs=1)
-    assert f.rise_last_hour_mg_dl == pytest.approx(30, abs=1)
+    assert f.observed_change_mg_dl == pytest.approx(67.5, abs=1)  # 90 mg/dL over 4 h, 3-h window
+    assert f.rise_last_hour_mg_dl == pytest.approx(22.5, abs=1)
     assert f.residual_mg_dl == pytest.approx(f.observed_change_mg_dl - f.insulin_effect_mg_dl)
     # a looser setting catches a smaller residual, a stricter one does not
     strict = InfusionSetParams(min_residual_mg_dl=f.residual_mg_dl + 1)
@@ -132,3 +133,14 @@ def test_features_report_what_the_verdict_used() -> None:
 def test_stale_reading_gives_no_verdict() -> None:
     state = trace(line(110, 200))
     assert infusion_set_evidence(state, SETTINGS, NOW + timedelta(minutes=20)) is None
+
+
+def test_one_reading_over_the_line_is_not_enough_three_in_a_row_are() -> None:
+    # Glucose creeping up against the loop's insulin; only the latest reading reaches 160.
+    once = trace([*line(100, 157, 225), 158, 165])
+    assert once.glucose[-2].glucose_mg_dl < 160 <= once.glucose[-1].glucose_mg_dl
+    assert infusion_set_evidence(once, SETTINGS, NOW) is None
+    # The same creep, 10 min on: the verdict has held at three consecutive readings.
+    held = trace([*line(100, 157, 215), 158, 165, 167, 169])
+    assert infusion_set_evidence(held, SETTINGS, NOW) is not None
+    assert raised(held)
