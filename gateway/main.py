@@ -39,10 +39,16 @@ def serve() -> int:
     publisher.start()
     log.info("gateway listening", extra={"host": settings.http_host, "port": settings.http_port})
     # uvicorn handles SIGINT/SIGTERM itself and drains in-flight requests before exiting.
+    # One process per pod (scale out with replicas; the metrics port is per process). uvloop
+    # and httptools as bench-api measures; no per-message deflate: a stream frame is serialised
+    # once per event and deflate would compress it again for every follower.
     uvicorn.run(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        ws_per_message_deflate=False,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
