@@ -26,7 +26,7 @@ from sim.controller import CarbAnnouncement, ControllerInput
 from sim.controllers.baseline import BaselineController
 from sim.person import MG_DL_PER_MMOL_L, MMOL_PER_G_GLUCOSE, VirtualPerson, steady_state
 from sim.pump import BolusKind, Pump, PumpStatus
-from sim.runner import RESCUE_CARBS_G, RESCUE_RECHECK_MIN, apply_output
+from sim.runner import RESCUE_RECHECK_MIN, apply_output, rescue_carbs_g
 from sim.scenarios import SCENARIOS, STEP_MIN, STEPS_PER_DAY, Scenario, plan
 
 __all__ = [
@@ -147,7 +147,7 @@ class SimulatedPerson:
         if t >= self._next_treat and (
             glucose < 60.0 or (reading is not None and reading.glucose_mg_dl < 70)
         ):
-            fast = RESCUE_CARBS_G
+            fast = rescue_carbs_g(self.person.weight_kg)
             self._next_treat = t + RESCUE_RECHECK_MIN
         if self._bolus_wizard is not None:
             history = self.pump.history

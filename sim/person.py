@@ -253,6 +253,7 @@ _MAX_DRAWS: Final = 1000
 # what a typical day's eating needs (g of carbohydrate), used to turn physiology into a TDD
 _DAILY_CARBS_G: Final[dict[str, float]] = {"adolescent": 250.0, "adult": 200.0}
 _CHILD_DAILY_CARBS_G_PER_KG: Final = 4.2
+CR_TITRATION_SD: Final = 0.08  # carb ratio left after titration: × N(1, 0.08) within ±15 %
 
 
 def _daily_carbs_g(age_group: AgeGroup, weight_kg: float) -> float:
@@ -371,11 +372,12 @@ def _with_settings(
     )
     tdd = daily_basal + _daily_carbs_g(age_group, weight) / true_carb_ratio
     limits = HARD_LIMITS[age_group]
-    # start from the 500 rule, then titrate half-way toward what the person's meals show
-    # (follow-up visits): settings stay imperfect, as real ones are
-    carb_ratio = float(
-        np.clip(_round_to(math.sqrt(500.0 / tdd * true_carb_ratio), 0.5), 2.0, 150.0)
-    )
+    # start from the 500 rule, then titrate at follow-up visits to what the person's meals show
+    # (post-meal readings), as clinics do: close to the true ratio, with the error a few visits
+    # leave (SD 8 %, within ±15 %). Drawn from a spawned stream, so the people drawn after this
+    # one are the same as without it.
+    cr_error = float(np.clip(rng.spawn(1)[0].normal(1.0, CR_TITRATION_SD), 0.85, 1.15))
+    carb_ratio = float(np.clip(_round_to(true_carb_ratio * cr_error, 0.5), 2.0, 150.0))
     isf = float(np.clip(_round_to(1800.0 / tdd, 1.0), 10.0, 500.0))
     max_basal = min(limits.max_basal_u_per_h, _round_to(max(dawn_rate * 4.0, 0.5), 0.05))
     # a large meal (≈ 1.5 g/kg capped at 120 g) plus a correction

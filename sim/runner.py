@@ -29,9 +29,11 @@ from sim.person import MG_DL_PER_MMOL_L, MMOL_PER_G_GLUCOSE, VirtualPerson, stea
 from sim.pump import Pump, PumpError
 from sim.scenarios import STEP_MIN, STEPS_PER_DAY, PersonPlan, Scenario, plan
 
-__all__ = ["RunResult", "apply_output", "run_cohort"]
+__all__ = ["RunResult", "apply_output", "rescue_carbs_g", "run_cohort"]
 
 RESCUE_CARBS_G: Final = 15.0  # the rule of 15
+# ISPAD 2022 (hypoglycaemia chapter): ≈ 0.3 g/kg of fast carbs, so a small child takes less
+RESCUE_CARBS_G_PER_KG: Final = 0.3
 RESCUE_RECHECK_MIN: Final = 15
 NIGHT_ALARM_DELAY_MIN: Final = 20
 SITE_CHECK_MG_DL: Final = 300  # a person looks at their site after an hour this high
@@ -41,6 +43,11 @@ SET_CHANGE_EVERY_DAYS: Final = 3
 RESERVOIR_FILL_U: Final = 300.0
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def rescue_carbs_g(weight_kg: float) -> float:
+    """Fast carbs a person takes for a low: 0.3 g/kg, at most the rule of 15, whole grams."""
+    return float(min(RESCUE_CARBS_G, round(RESCUE_CARBS_G_PER_KG * weight_kg)))
 
 
 @dataclass
@@ -162,6 +169,7 @@ def run_cohort(
     dislodge_t = [pl.dislodge_t_min for pl in plans]
     offline = [pl.offline.tolist() for pl in plans]
     hypo_treatment = scenario.hypo_treatment
+    rescue_g = [rescue_carbs_g(p.weight_kg) for p in people]
     set_change_min = SET_CHANGE_EVERY_DAYS * 1440
     to_reading = CohortCgm.to_reading
 
@@ -209,7 +217,7 @@ def run_cohort(
                 if g_l[i] < (50.0 if asleep else 60.0) or (
                     ls is not None and t - ls >= (NIGHT_ALARM_DELAY_MIN if asleep else 0)
                 ):
-                    fast = RESCUE_CARBS_G
+                    fast = rescue_g[i]
                     next_treat[i] = t + RESCUE_RECHECK_MIN
             if routine_change:
                 pump.change_reservoir(t, RESERVOIR_FILL_U)

@@ -29,6 +29,7 @@ from kernels.decision import (
     pack,
 )
 from kernels.decision import TherapySettings as KernelSettings
+from services.cgm_ingestion.assessment import NOISY_LEVEL, Fault, Point, faults_at, noise_level
 from sim.controller import (
     BolusCommand,
     ControllerInput,
@@ -42,6 +43,8 @@ __all__ = ["DosingEngineController", "LoopTuning", "kernel_settings"]
 HISTORY_S: Final = 24 * 3600  # what the service keeps per person (autosens 8 h + 6 h DIA)
 _AGE_GROUP: Final = {"child": "child", "adolescent": "teen", "adult": "adult"}
 _F64 = np.float64
+_DOUBTFUL: Final = frozenset({Fault.JUMP, Fault.FLAT_SIGNAL, Fault.COMPRESSION_LOW})
+_ASSESS_WINDOW_S: Final = 90 * 60  # what the noise, flat and compression checks look back on
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,12 @@ class LoopTuning:
     # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
     # from the 500 rule, which under-doses meals with these people (in-silico tuning)
     carb_ratio_factor: float = 0.8
+    # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
+    # loop's low guard then runs the zero temp that takes it back (0 = off)
+    meal_bolus_basal_min: float = 0.0
+    # assess each reading as cgm-ingestion does (noise level; jump, flat and compression-low
+    # faults count as noisy) and pass it to the kernel, whose rule then allows no increase
+    assess_cgm: bool = False
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -120,6 +129,7 @@ class DosingEngineController:
         self._last_smb_s: float | None = None
         self._last_low_s = -math.inf
         self._out = np.empty(N_OUT)
+        self._noise_level = 0.0
         self.decisions = 0
 
     # ---- history, as the service keeps it -------------------------------------------------
@@ -198,6 +208,7 @@ class DosingEngineController:
             last_bolus_s = now_s
         params[Param.LAST_BOLUS_S] = last_bolus_s
         params[Param.LAST_SMB_S] = math.nan if self._last_smb_s is None else self._last_smb_s
+        params[Param.NOISE_LEVEL] = self._noise_level
         doses = self._doses
         if extra_bolus_u > 0:
             doses = [*doses, [now_s, float(DoseKind.BOLUS), extra_bolus_u, 0.0]]
@@ -224,6 +235,22 @@ class DosingEngineController:
         self.decisions += 1
         return decide_packed(self._packed(inp, extra_bolus_u, extra_bolus_u > 0), self._out)
 
+    def _assess(self, t_min: int) -> float:
+        """Noise level of the newest reading as cgm-ingestion would publish it; a jump, flat
+        signal or compression low (22–07 h) counts as noisy."""
+        t, g = self._cgm_t, self._cgm_g
+        first = len(t) - 1
+        while first > 0 and t[-1] - t[first - 1] < _ASSESS_WINDOW_S:
+            first -= 1
+        points = [Point(t[i], g[i]) for i in range(first, len(t))]
+        last = len(points) - 1
+        level = noise_level(points, last)
+        hour = (t_min % 1440) // 60
+        faults = faults_at(points, last, night=hour >= 22 or hour < 7)
+        if faults & _DOUBTFUL:
+            level = max(level, NOISY_LEVEL)
+        return float(level)
+
     def _trend_mg_dl_per_min(self, now_s: float) -> float:
         t, g = self._cgm_t, self._cgm_g
         if len(t) < 2 or now_s - t[-1] > 12 * 60:
@@ -242,6 +269,8 @@ class DosingEngineController:
                 self._last_low_s = now_s
             self._cgm_t.append(now_s)
             self._cgm_g.append(float(min(max(inp.cgm.glucose_mg_dl, 39), 401)))
+            if self.tuning.assess_cgm:
+                self._noise_level = self._assess(inp.t_min)
         for c in inp.carbs:
             self._carbs.append((c.t_min * 60.0, c.carbs_g, self.tuning.absorption_min))
         self._trim(now_s)
@@ -300,4 +329,7 @@ class DosingEngineController:
             age_group=_AGE_GROUP[th.age_group],
         )
         amount = advice.total_u * self.tuning.meal_bolus_fraction
+        if amount > 0 and self.tuning.meal_bolus_basal_min > 0:
+            basal = th.basal_at(int(inp.t_min) % 1440)
+            amount = min(amount + basal * self.tuning.meal_bolus_basal_min / 60.0, ks.max_bolus_u)
         return math.floor(amount / 0.05 + 1e-9) * 0.05 if amount >= 0.05 else 0.0

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from sim.person import HARD_LIMITS, make_cohort
+from sim.person import HARD_LIMITS, _daily_carbs_g, make_cohort, meal_insulin_ratio_g_per_u
 from sim.runner import run_cohort
 from sim.scenarios import Scenario
 
@@ -62,3 +62,14 @@ def test_dawn_schedule_covers_the_persons_own_dawn(cohort):
     assert np.abs(g - g[:, :1]).max() <= 20.0
     assert g.min() >= 70.0
     assert g.max() <= 180.0
+
+
+def test_carb_ratios_are_titrated_close_to_what_meals_need(cohort):
+    # follow-up visits leave the ratio within ±15 % of the true one (plus 0.5 g/U rounding)
+    for p in cohort:
+        meal_g = _daily_carbs_g(p.age_group, p.weight_kg) / 4.0
+        true_cr = meal_insulin_ratio_g_per_u(p.params, p.therapy.target_mg_dl, meal_g)
+        ratio = p.therapy.carb_ratio_g_per_u / true_cr
+        assert 0.85 - 0.25 / true_cr <= ratio <= 1.15 + 0.25 / true_cr, (p.person_id, ratio)
+    # not all exact: a titration error is drawn per person
+    assert len({round(p.therapy.carb_ratio_g_per_u / p.tdd_u, 3) for p in cohort}) > 1

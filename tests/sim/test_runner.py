@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from kernels.hovorka import STATE_NAMES
+from sim.controller import BolusCommand, ControllerOutput
 from sim.controllers import CONTROLLERS, resolve_controller
 from sim.person import steady_state
-from sim.runner import run_cohort
+from sim.runner import rescue_carbs_g, run_cohort
 from sim.scenarios import SCENARIOS, Scenario
 
 S1, S2, PLASMA, CLEARED = (
@@ -120,3 +121,27 @@ def test_controller_registry_resolves_names():
     assert resolve_controller("baseline") is CONTROLLERS["baseline"]
     with pytest.raises(ValueError, match="known: baseline"):
         resolve_controller("no-such-controller")
+
+
+def test_a_low_is_treated_with_carbs_by_body_weight(cohort):
+    # ISPAD: ≈ 0.3 g/kg, at most 15 g; a small child takes less than the rule of 15
+    child = min((p for p in cohort if p.age_group == "child"), key=lambda p: p.weight_kg)
+    adult = next(p for p in cohort if p.age_group == "adult")
+    assert rescue_carbs_g(child.weight_kg) == round(0.3 * child.weight_kg) < 15
+    assert rescue_carbs_g(adult.weight_kg) == 15
+
+    class Overdose:
+        def __init__(self, therapy):
+            self.given = False
+
+        def step(self, inp):
+            if self.given:
+                return None
+            self.given = True
+            return ControllerOutput(bolus=BolusCommand(3.0))
+
+    fasting = Scenario("fasting", 1, "no food", meals=False, day_to_day=False)
+    result = run_cohort([child], fasting, Overdose, seed=3)
+    taken = result.rescue_carbs_g[0][result.rescue_carbs_g[0] > 0]
+    assert len(taken) >= 1
+    assert set(taken.tolist()) == {rescue_carbs_g(child.weight_kg)}
