@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,10 @@ def _engine(database_url: str, service: str) -> Engine:
 # ---------------------------------------------------------------------- worker (subprocess)
 def _produce(args: argparse.Namespace) -> None:
     with EventProducer(args.bootstrap, source="test-producer") as producer:
-        for i in range(args.count):
+        for i in range(args.start, args.start + args.count):
             value = args.poison if i in args.poison_at else str(i)
-            producer.send(args.topic, f"patient-{i % 10}", value.encode(), event_type="test.Value")
+            key = f"patient-{i % args.key_count}"
+            producer.send(args.topic, key, value.encode(), event_type="test.Value")
         producer.flush()
     print(json.dumps({"produced": args.count}), flush=True)
 
@@ -115,6 +118,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--key-count", type=int, default=10)
     parser.add_argument("--group", default="")
     parser.add_argument("--db-url", default="")
     parser.add_argument("--service", default="")
@@ -125,6 +130,9 @@ def main() -> None:
     parser.add_argument("--poison", default="poison")
     parser.add_argument("--poison-at", type=int, nargs="*", default=[])
     args = parser.parse_args()
+    # The runner's assignment log lines tell the test which member owns partitions.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("services.runtime.kafka").setLevel(logging.INFO)
     if args.role == "produce":
         _produce(args)
     else:
@@ -132,14 +140,32 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------- test side
-def _worker(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.runtime.test_kafka_backbone", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _worker(*args: str, stderr: Path | None = None) -> subprocess.Popen[str]:
+    """A worker process; its stderr goes to `stderr` when given (read while it runs)."""
+    argv = [sys.executable, "-m", "tests.runtime.test_kafka_backbone", *args]
+    if stderr is None:
+        return subprocess.Popen(
+            argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    with stderr.open("w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Worker processes of a test; any still running at the end (a failed test) are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def _assigned(log: Path) -> bool:
+    """True once the worker logging to `log` was last assigned at least one partition."""
+    lines = re.findall(r"assigned \[(.*)\]", log.read_text()) if log.exists() else []
+    return bool(lines) and lines[-1] != ""
 
 
 def _finish(process: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[int, str, str]:
@@ -148,15 +174,15 @@ def _finish(process: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[in
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate(timeout=10)
-        pytest.fail(f"worker did not finish in {timeout_s:.0f} s:\n{err[-3000:]}")
-    return process.returncode, out, err
+        pytest.fail(f"worker did not finish in {timeout_s:.0f} s:\n{(err or '')[-3000:]}")
+    return process.returncode, out, err or ""
 
 
-def _stop(process: subprocess.Popen[str]) -> dict[str, float | None]:
+def _stop(process: subprocess.Popen[str], log: Path | None = None) -> dict[str, float | None]:
     """SIGTERM a consumer; it must exit cleanly and report its counters."""
     process.send_signal(signal.SIGTERM)
     code, out, err = _finish(process, 60.0)
-    assert code == 0, err[-3000:]
+    assert code == 0, (log.read_text() if log is not None else err)[-3000:]
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -324,28 +350,41 @@ def test_poison_and_malformed_records_go_to_the_dlq_and_the_consumer_goes_on(
 
 @pytest.mark.kafka
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="flaky: the second member sometimes never gets partitions within 90 s (seen in CI "
-    "on an idle machine); to be fixed before relying on it — see the session's closing note"
-)
 def test_rebalance_between_two_members_handles_each_event_once(
-    kafka_bootstrap: str, make_topic, effects_db: tuple[list[str], Engine]
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    effects_db: tuple[list[str], Engine],
+    workers: list[subprocess.Popen[str]],
+    tmp_path: Path,
 ) -> None:
+    """A second member joins mid-stream and gets partitions; the first leaves; nothing is lost
+    or handled twice. Half the events are produced only once the second member owns
+    partitions, so it has work of its own however fast the first member drained the rest."""
     db_args, engine = effects_db
     topic = make_topic(partitions=4)
     group = f"g-{topic}"
-    count = 400
-    _produce_in_subprocess(kafka_bootstrap, topic, count)
+    half = 200
+    _produce_in_subprocess(kafka_bootstrap, topic, half)
     slow = ("--batch", "1", "--max-poll", "20", "--slow-ms", "20")
-    first = _worker(*_consume_args(kafka_bootstrap, topic, group, db_args, *slow))
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _worker(*_consume_args(kafka_bootstrap, topic, group, db_args, *slow), stderr=first_log)
+    workers.append(first)
     wait_until(lambda: _counts(engine)[1] >= 40, START_TIMEOUT_S, "the first member to start")
-    second = _worker(*_consume_args(kafka_bootstrap, topic, group, db_args, *slow))  # rebalance
-    wait_until(
-        lambda: len(_pids(engine)) == 2, START_TIMEOUT_S, "the second member to get partitions"
+    second = _worker(
+        *_consume_args(kafka_bootstrap, topic, group, db_args, *slow), stderr=second_log
     )
-    _stop(first)  # another rebalance: the second member takes everything
+    workers.append(second)
+    wait_until(lambda: _assigned(second_log), START_TIMEOUT_S, "the second member's partitions")
+    # Distinct keys spread the second half over every partition, the second member's too.
+    _produce_in_subprocess(
+        kafka_bootstrap, topic, half, "--start", str(half), "--key-count", str(half)
+    )
+    wait_until(lambda: second.pid in _pids(engine), START_TIMEOUT_S, "the second member to handle")
+    assert _pids(engine) == {first.pid, second.pid}
+    _stop(first, first_log)  # another rebalance: the second member takes everything
+    count = 2 * half
     wait_until(lambda: _counts(engine)[1] >= count, RUN_TIMEOUT_S, f"all {count} events handled")
-    _stop(second)
+    _stop(second, second_log)
     rows, distinct = _counts(engine)
     assert (count - distinct, rows - distinct) == (0, 0)
 

@@ -63,6 +63,10 @@ Handler = Callable[[Envelope, Session], None]
 """Handles one event: changes storage through `session` only; must not commit it."""
 
 MAX_ERROR_HEADER_CHARS = 1000
+# poll() timeout while a group join is in flight: long enough for the round trip to finish
+# inside poll() (a join collected by a later poll() costs another JoinGroup), short enough
+# that a stop request is seen within a second.
+JOIN_POLL_TIMEOUT_MS = 1000
 
 
 @dataclass
@@ -175,10 +179,16 @@ class ConsumerRunner:
             **self.config.consumer_overrides,
         )
         self._consumer = consumer
+        count_pending_join_as_rejoin(consumer)
         try:
             consumer.subscribe(list(self.config.topics), listener=_Listener(self))
             while not self._stop.is_set():
-                batch = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                timeout_ms = self.config.poll_timeout_ms
+                if join_pending(consumer):
+                    # Let poll() wait for the JoinGroup/SyncGroup round trip it started rather
+                    # than time out in the middle of it (see count_pending_join_as_rejoin).
+                    timeout_ms = max(timeout_ms, JOIN_POLL_TIMEOUT_MS)
+                batch = consumer.poll(timeout_ms=timeout_ms)
                 if batch and self.config.transaction_batch > 1:
                     self._handle_poll(consumer, batch)
                 else:
@@ -545,6 +555,40 @@ class ConsumerRunner:
             )
             self._own_dlq_producer = True
         return self._dlq_producer
+
+
+def count_pending_join_as_rejoin(consumer: KafkaConsumer) -> bool:
+    """Keep a member whose group join is still in flight rejoining; True if applied.
+
+    Works around a kafka-python 3.x coordinator bug that left members without partitions for
+    good (`langerhans run` without a dosing decision, the rebalance test's idle member). The
+    JoinGroup/SyncGroup round trip runs as a task on the client's IO thread; when `poll()`'s
+    timeout ends first, the task goes on and the next `poll()` collects its result, but only
+    while `need_rejoin()` is still true. A rejoin that is due because the leader's metadata
+    changed (typically: the member joined before its topics' metadata arrived and assigned
+    itself nothing) is detected by comparing two snapshots, and the leader's own in-flight
+    assignment makes them equal again. `need_rejoin()` turns false, the finished join is never
+    collected: no partitions, heartbeats stay off, the broker drops the member after
+    `session_timeout_ms` and it idles for ever. Java's client counts a pending join as "rejoin
+    needed" (`rejoinNeededOrPending`); this does the same. Without the fix a member polling
+    every 5 ms stayed unassigned 6 times out of 6 (tests/runtime/test_kafka_group_join.py).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "_join_task"):
+        return False  # another kafka-python version: nothing to work around
+    need_rejoin = coordinator.need_rejoin
+
+    def need_rejoin_or_pending() -> bool:
+        return bool(need_rejoin()) or coordinator._join_task is not None
+
+    coordinator.need_rejoin = need_rejoin_or_pending
+    return True
+
+
+def join_pending(consumer: KafkaConsumer) -> bool:
+    """True while this member has a group join in flight (kafka-python 3.x internals)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return getattr(coordinator, "_join_task", None) is not None
 
 
 def _log_commit_failure(offsets: Any, response: Any) -> None:
