@@ -71,7 +71,6 @@ def _children_of_run(var_dir: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.skip(reason="flaky: sometimes no dosing decision in its window (consumer group join)")
 def test_run_closes_the_loop_and_stops_cleanly(tmp_path: Path) -> None:
     if not broker_reachable(DEFAULT_KAFKA_BOOTSTRAP, timeout_s=2.0):
         pytest.skip("the shared local Kafka broker is not running (make kafka-up)")
