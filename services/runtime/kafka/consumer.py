@@ -16,6 +16,10 @@ Throughput: with `transaction_batch > 1` up to that many records of one poll, ac
 partitions, share one storage transaction (one fsync instead of one per record). If anything
 in such a batch fails, the batch is rolled back and its records are handled partition by
 partition, one by one, each with its own retries.
+
+Hooks: subclasses override `order_batch`, `on_batch_start`, `on_batch_end`, `on_committed`,
+`on_partitions_assigned` and `on_partitions_revoked` (no-ops by default, all called on the
+consuming thread) rather than private methods.
 """
 
 from __future__ import annotations
@@ -55,7 +59,13 @@ from services.runtime.kafka.metrics import (
 )
 from services.runtime.topics import dlq_topic
 
-__all__ = ["ConsumerRunner", "Handler", "RunnerConfig"]
+__all__ = [
+    "ConsumerRunner",
+    "Handler",
+    "RunnerConfig",
+    "count_pending_join_as_rejoin",
+    "join_pending",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +122,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self._runner._forget(set(revoked), "revoked")
+        self._runner.on_partitions_revoked(set(revoked), lost=False)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Fetching resumes from the group's committed offsets (earliest for a new group).
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        self._runner.on_partitions_assigned(set(assigned))
 
     def on_partitions_lost(self, lost: Any) -> None:
         self._runner._forget(set(lost), "lost")
+        self._runner.on_partitions_revoked(set(lost), lost=True)
 
 
 class ConsumerRunner:
@@ -146,6 +159,33 @@ class ConsumerRunner:
         self._next_offset: dict[TopicPartition, int] = {}
         self._consumer: KafkaConsumer | None = None
         self._metric_children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    # ------------------------------------------------------------------ hooks
+    def order_batch(self, envelopes: list[Envelope]) -> Sequence[int] | None:
+        """The positions of `envelopes` in the order to handle them in their shared
+        transaction (a permutation), or None for arrival order. Called first for every
+        multi-event batch; `on_batch_end` follows in every case."""
+        return None
+
+    def on_batch_start(self, envelopes: list[Envelope]) -> None:
+        """Before a batch's transaction, with its events in handling order (duplicates that
+        will be skipped included)."""
+
+    def on_batch_end(self, envelopes: list[Envelope], *, committed: bool) -> None:
+        """After a batch's transaction: committed, or rolled back (its events are then handled
+        again one by one, each in its own transaction, with no batch hooks around them)."""
+
+    def on_committed(self, envelopes: list[Envelope]) -> None:
+        """After a storage commit that handled `envelopes` (new events, not duplicates) and
+        before their offsets are committed: e.g. wake the outbox relay. An error is logged
+        and ignored (the commit stands)."""
+
+    def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        """This member now owns `partitions` (consumption resumes at the committed offsets)."""
+
+    def on_partitions_revoked(self, partitions: set[TopicPartition], *, lost: bool) -> None:
+        """`partitions` moved to another member (`lost`: without a clean hand-over, e.g. this
+        member was expelled): anything cached about their keys may be stale from now on."""
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -402,7 +442,30 @@ class ConsumerRunner:
         return True
 
     def _handle_batch(self, envelopes: list[Envelope]) -> set[int]:
-        """Handle `envelopes` in one transaction; the positions handled (the rest: duplicates)."""
+        """Handle `envelopes` in one transaction, in `order_batch` order; the positions (in
+        arrival order) handled, the rest were duplicates. Raises when nothing was stored."""
+        ordered = envelopes
+        order: Sequence[int] | None = None
+        committed = False
+        try:
+            order = self.order_batch(envelopes)
+            if order is not None:
+                if sorted(order) != list(range(len(envelopes))):
+                    raise ValueError("order_batch must return a permutation of the positions")
+                ordered = [envelopes[i] for i in order]
+            self.on_batch_start(ordered)
+            handled = self._store_batch(ordered)
+            committed = True
+        finally:
+            try:
+                self.on_batch_end(ordered, committed=committed)
+            except Exception:
+                log.exception("on_batch_end hook failed")
+        if handled:
+            self._notify_committed([ordered[i] for i in sorted(handled)])
+        return handled if order is None else {order[i] for i in handled}
+
+    def _store_batch(self, envelopes: list[Envelope]) -> set[int]:
         group = self.config.group_id
         handled: set[int] = set()
         with self._sessions() as session, session.begin():
@@ -422,6 +485,12 @@ class ConsumerRunner:
             )
         return handled
 
+    def _notify_committed(self, envelopes: list[Envelope]) -> None:
+        try:
+            self.on_committed(envelopes)
+        except Exception:
+            log.exception("on_committed hook failed")
+
     def _handle_once(self, envelope: Envelope) -> bool:
         """One attempt in one transaction; True if handled, False if a duplicate."""
         group = self.config.group_id
@@ -436,6 +505,7 @@ class ConsumerRunner:
                 outcome="handled",
                 processed_at=self._clock.now(),
             )
+        self._notify_committed([envelope])
         return True
 
     def _is_recorded(self, event_id: str) -> bool:
