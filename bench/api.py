@@ -561,6 +561,9 @@ def main() -> int:
             _say(f"API: capacity {top['rps']:.0f} req/s is below the offered {args.rate} "
                  "req/s: the paced rounds saturate the gateway, their p99 is queueing")  # fmt: skip
         _say(f"API: gateway CPU {cpu_ms_per_req:.2f} ms per request (both workers)")
+        if wrk is None:
+            _say("API: the Python load generator is itself the limit (one process, ~50-500 "
+                 "req/s on a shared machine): its figures say little of the gateway")  # fmt: skip
         _say(f"API at about {args.rate} req/s (each connection waits {pace_ms} ms after an "
              f"answer): {args.rounds} x {args.seconds:.0f} s")  # fmt: skip
         rounds = []
