@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from langerhans.alerts.v1 import alerts_service_pb2 as pb
 from langerhans.alerts.v1 import alerts_service_pb2_grpc as pb_grpc
@@ -90,23 +89,23 @@ class AlertsSettings(ServiceSettings):
 
 class BatchRunner(ConsumerRunner):
     """Tells the handler which events share the poll batch's transaction, so it loads and
-    writes their people together. (A public batch hook on the runner would replace this.)"""
+    writes their people together."""
 
     batch_handler: AlertsHandler | None = None
-    # Called after a batch's commit (the outbox relay's wake-up: publish without polling delay).
+    # Called after each storage commit (the outbox relay's wake-up: publish without polling delay).
     committed: Callable[[], None] | None = None
 
-    def _handle_batch(self, envelopes: list[Envelope]) -> Any:
-        if self.batch_handler is None:
-            return super()._handle_batch(envelopes)
-        self.batch_handler.begin_batch(envelopes)
-        try:
-            result = super()._handle_batch(envelopes)
-        finally:
+    def on_batch_start(self, envelopes: list[Envelope]) -> None:
+        if self.batch_handler is not None:
+            self.batch_handler.begin_batch(envelopes)
+
+    def on_batch_end(self, envelopes: list[Envelope], *, committed: bool) -> None:
+        if self.batch_handler is not None:
             self.batch_handler.end_batch()
+
+    def on_committed(self, envelopes: list[Envelope]) -> None:
         if self.committed is not None:
             self.committed()
-        return result
 
 
 def build(settings: AlertsSettings) -> tuple[Engine, sessionmaker[Session]]:

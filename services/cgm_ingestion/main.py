@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from kafka.structs import TopicPartition
 from langerhans.cgm.v1 import cgm_ingestion_service_pb2 as pb
@@ -65,31 +64,26 @@ class TimeOrderedRunner(ConsumerRunner):
 
     cache: SeriesCache | None = None
     raw_handler: RawHandler | None = None
-    # Called after a batch's commit (the outbox relay's wake-up: publish without polling delay).
+    # Called after each storage commit (the outbox relay's wake-up: publish without polling delay).
     committed: Callable[[], None] | None = None
 
-    def _handle_batch(self, envelopes: list[Envelope]) -> Any:
+    def order_batch(self, envelopes: list[Envelope]) -> Sequence[int]:
         if self.raw_handler is None:
-            order = sorted(range(len(envelopes)), key=lambda i: measured_order_key(envelopes[i]))
-            result: Any = super()._handle_batch([envelopes[i] for i in order])
-        else:
-            order = self.raw_handler.order(envelopes)
-            try:
-                result = super()._handle_batch([envelopes[i] for i in order])
-            finally:
-                self.raw_handler.end_batch()
+            return sorted(range(len(envelopes)), key=lambda i: measured_order_key(envelopes[i]))
+        return self.raw_handler.order(envelopes)
+
+    def on_batch_end(self, envelopes: list[Envelope], *, committed: bool) -> None:
+        if self.raw_handler is not None:
+            self.raw_handler.end_batch()
+
+    def on_committed(self, envelopes: list[Envelope]) -> None:
         if self.committed is not None:
             self.committed()
-        if isinstance(result, set):
-            # Positions handled, reported back in the caller's (arrival) order.
-            return {order[position] for position in result}
-        return result
 
-    def _forget(self, partitions: set[TopicPartition], why: str) -> None:
+    def on_partitions_revoked(self, partitions: set[TopicPartition], *, lost: bool) -> None:
         # Partitions moved: another member may now write series this cache holds.
         if self.cache is not None:
             self.cache.clear()
-        super()._forget(partitions, why)
 
 
 def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]]:
