@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -44,7 +44,7 @@ from edge.drivers.base import (
 from edge.limits import HardLimits
 from edge.outbox import Outbox, RecordKind
 from edge.uncertain import DeliveryState, UncertainDeliveryTracker
-from edge.verify import SKEW_TOLERANCE_S, CommandVerifier
+from edge.verify import SKEW_TOLERANCE_S, CommandVerifier, RejectionReason
 from services.runtime.clock import Clock
 
 __all__ = ["AgentConfig", "EdgeAgent", "momentum_projection_mg_dl"]
@@ -87,6 +87,10 @@ def momentum_projection_mg_dl(
     sxx = sum((x - mx) ** 2 for x in xs)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     return ys[-1] + slope * horizon_min
+
+
+def _from_ts(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -146,6 +150,10 @@ class EdgeAgent:
         self._last_command_sequence: int = cursors.get("command_sequence", 0)
         self._recent: deque[tuple[datetime, float]] = deque(maxlen=12)
         self._history: deque[PumpHistoryEvent] = deque(maxlen=500)
+        # The pump history read before a restart is gone from memory while the cursor is past
+        # it; reconciling an uncertain command against the rest would call a delivered dose
+        # absent. So with uncertain commands, the first poll reads the pump's history again.
+        self._reread_history = bool(self.tracker.uncertain())
         self._pump_status: PumpStatusSnapshot | None = None
         self._pump_seen: datetime | None = None
         self._cgm_seen: datetime | None = None
@@ -196,13 +204,20 @@ class EdgeAgent:
         return gw_pb2.HubHello(
             device_id=self.identity.device_id,
             software_version=SOFTWARE_VERSION,
-            last_command_sequence=self._last_command_sequence,
+            last_command_sequence=self.last_command_sequence,
             outbox_first_sequence=self.link.acked_sequence + 1,
             pump_model=model,
             pump_serial=serial,
             cgm_model=cgm_model,
             sensor_id=sensor,
         )
+
+    @property
+    def last_command_sequence(self) -> int:
+        """For the hello and heartbeats. The verifier's persisted sequence is committed before
+        the pump is told, so no command above it ever reached the pump (the gateway relies on
+        that); the cursor file may lag it after a crash."""
+        return max(self._last_command_sequence, self.verifier.last_accepted_sequence())
 
     def _observe_server_time(self, server_time: Timestamp) -> None:
         self.verifier.observe_time(server_time.ToDatetime().replace(tzinfo=self.clock.now().tzinfo))
@@ -262,6 +277,10 @@ class EdgeAgent:
     async def _poll_pump(self, now: datetime, records: list[tuple[RecordKind, bytes]]) -> None:
         try:
             status = await self.pump.status()
+            if self._reread_history:
+                earlier = await self.pump.history_since(-1)
+                self._history.extend(e for e in earlier if e.sequence <= self._history_seq)
+                self._reread_history = False
             history = await self.pump.history_since(self._history_seq)
         except Exception as exc:
             self._pump_link = Link.BLE_LINK_STATE_DISCONNECTED
@@ -387,7 +406,7 @@ class EdgeAgent:
             outbox_depth=self.outbox.depth,
             dosing_state=self.dosing_state,  # type: ignore[arg-type]
             uncertain_command_ids=[u.command_id for u in self.tracker.uncertain()],
-            last_command_sequence=self._last_command_sequence,
+            last_command_sequence=self.last_command_sequence,
         )
         if self._pump_seen is not None:
             hb.pump_last_seen_at.CopyFrom(_ts(self._pump_seen))
@@ -454,6 +473,57 @@ class EdgeAgent:
             bolus_id=reference,
         )
 
+    def _known_outcome(
+        self, command: device_pb2.PumpCommand, now: datetime
+    ) -> device_pb2.PumpCommandOutcome:
+        """The settled state of a command this hub has already seen, from its own records.
+
+        Handed to the pump: the delivery tracker says (confirmed / delivered per pump history →
+        EXECUTED; refused / absent from history → REJECTED; still unconfirmed → UNCERTAIN, and
+        pump-history reconciliation reports the final state later). Never handed to the pump
+        (refused by the gate, or accepted when the hub stopped before telling the pump): not
+        executed — the stored refusal, or EXPIRED / REJECTED. Its id is burned, so it cannot
+        run later either.
+        """
+        command_id, sequence = command.command_id, command.sequence
+        prefix = "settled on a re-offered copy: "
+        delivery = self.tracker.record(command_id)
+        if delivery is not None:
+            state_, delivered_u, detail = delivery
+            if state_ in (DeliveryState.CONFIRMED, DeliveryState.DELIVERED):
+                return self._outcome(
+                    command_id, S.PUMP_COMMAND_STATE_EXECUTED, now, sequence=sequence,
+                    detail=prefix + detail, delivered_u=delivered_u or 0.0,
+                )  # fmt: skip
+            if state_ in (DeliveryState.REFUSED, DeliveryState.ABSENT):
+                return self._outcome(
+                    command_id, S.PUMP_COMMAND_STATE_REJECTED, now, sequence=sequence,
+                    reason=device_pb2.PUMP_COMMAND_REJECTION_REASON_PUMP_ERROR,
+                    detail=prefix + detail,
+                )  # fmt: skip
+            return self._outcome(
+                command_id, S.PUMP_COMMAND_STATE_UNCERTAIN, now, sequence=sequence,
+                reason=device_pb2.PUMP_COMMAND_REJECTION_REASON_DELIVERY_UNCERTAIN,
+                detail=prefix + f"{detail}; pump history will settle it",
+            )  # fmt: skip
+        seen = self.verifier.seen(command_id)
+        refusal = seen[1] if seen is not None and not seen[0] else None
+        if refusal is None:
+            expired = _from_ts(command.expires_at) <= self.verifier.effective_now()
+            refusal = RejectionReason.EXPIRED if expired else RejectionReason.PUMP_UNREACHABLE
+            detail = "accepted, never handed to the pump (the hub stopped first)"
+        else:
+            detail = f"refused by the hub ({refusal.value})"
+        state = (
+            S.PUMP_COMMAND_STATE_EXPIRED
+            if refusal is RejectionReason.EXPIRED
+            else S.PUMP_COMMAND_STATE_REJECTED
+        )
+        return self._outcome(
+            command_id, state, now, sequence=sequence, reason=refusal.to_proto(),
+            detail=prefix + detail,
+        )  # fmt: skip
+
     async def on_command(self, envelope: device_pb2.SignedPumpCommand) -> None:
         """Gate, execute once, report every step durably."""
         async with self._command_lock:
@@ -463,6 +533,14 @@ class EdgeAgent:
             if command is None:
                 log.warning("refused an unauthentic or unreadable command: %s", verdict.detail)
                 return  # nothing trustworthy to report against
+            if verdict.reason is RejectionReason.DUPLICATE:
+                # The gateway offers a command again after a reconnect when it has no final
+                # outcome for it (its stream died, or this hub died mid-command). Answer with
+                # what this hub knows about the command, never by running it again.
+                outcome = self._known_outcome(command, now)
+                self.outbox.enqueue(RecordKind.COMMAND_OUTCOME, outcome.SerializeToString())
+                self.link.wake()
+                return
             if not verdict.accepted:
                 assert verdict.reason is not None
                 state = (

@@ -71,7 +71,19 @@ class CommandGate:
         verdict = self._verifier.verify(envelope)
         if not verdict.accepted or verdict.command is None:
             return verdict
-        command = verdict.command
+        verdict = self._admit_verified(verdict.command, pump, iob_u, verdict)
+        if not verdict.accepted and verdict.command is not None and verdict.reason is not None:
+            # remembered with the command id, so a later copy is answered with this refusal
+            self._verifier.note_refusal(verdict.command.command_id, verdict.reason)
+        return verdict
+
+    def _admit_verified(
+        self,
+        command: device_pb2.PumpCommand,
+        pump: PumpStatusSnapshot | None,
+        iob_u: float | None,
+        verdict: Verdict,
+    ) -> Verdict:
         violation = check_command(
             self._limits,
             command,

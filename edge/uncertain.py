@@ -209,6 +209,13 @@ class UncertainDeliveryTracker:
         ).fetchone()
         return None if row is None else DeliveryState(row[0])
 
+    def record(self, command_id: str) -> tuple[DeliveryState, float | None, str] | None:
+        """(state, delivered_u, detail) of a command handed to the pump, or None if never."""
+        row = self._db.execute(
+            "SELECT state, delivered_u, detail FROM delivery WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return None if row is None else (DeliveryState(row[0]), row[1], row[2])
+
     def uncertain(self) -> list[UncertainCommand]:
         rows = self._db.execute(
             "SELECT command_id, action, automatic, amount_u, duration_min, sent_at "

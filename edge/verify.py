@@ -291,6 +291,28 @@ class CommandVerifier:
         # never gives it more than its lifetime.
         return Verdict(True, command=command, deadline=expires_at)
 
+    def last_accepted_sequence(self) -> int:
+        """The highest sequence this hub ever accepted (persisted before any pump contact), 0
+        when none: every command handed to the pump has a sequence at most this."""
+        return self._last_sequence() or 0
+
+    def seen(self, command_id: str) -> tuple[bool, RejectionReason | None] | None:
+        """(accepted, reason) stored for a command id, or None if never seen (or pruned)."""
+        row = self._db.execute(
+            "SELECT accepted, reason FROM seen_command WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return bool(row[0]), RejectionReason(row[1]) if row[1] else None
+
+    def note_refusal(self, command_id: str, reason: RejectionReason) -> None:
+        """A command that passed these checks was refused by a later one (hard limits, pump
+        state). Its sequence stays consumed; only the stored verdict changes."""
+        self._db.execute(
+            "UPDATE seen_command SET accepted = 0, reason = ? WHERE command_id = ?",
+            (reason.value, command_id),
+        )
+
     def _last_sequence(self) -> int | None:
         row = self._db.execute(
             "SELECT last_sequence FROM device_sequence WHERE device_id = ?", (self._device_id,)

@@ -68,6 +68,11 @@ class SimPump:
         self.link_up = True
         self.acks_lost = 0
         self._rng = random.Random(seed)
+        # The simulator stamps pump records at the start of its 5-minute step; a real pump
+        # stamps a command's record when it acts. Reconciling a lost answer against history
+        # needs the latter (a record minutes early falls outside the matching window and would
+        # read as "not delivered"), so records made by commands keep the clock time they ran.
+        self._acted_at: dict[int, datetime] = {}
 
     @property
     def person(self) -> SimulatedPerson:
@@ -112,7 +117,7 @@ class SimPump:
             out.append(
                 PumpHistoryEvent(
                     sequence=i,
-                    timestamp=self._person.timestamp(e.t_min) + skew,
+                    timestamp=self._acted_at.get(i, self._person.timestamp(e.t_min)) + skew,
                     kind=kind,
                     amount_u=e.amount_u,
                     duration_min=duration,
@@ -124,6 +129,11 @@ class SimPump:
             )
         return out
 
+    def _stamp(self, before: int) -> None:
+        now = self._person.clock.now()
+        for i in range(before, len(self._person.pump.history)):
+            self._acted_at[i] = now
+
     def _finish(self, accepted_u: float | None = None, reference: str = "") -> CommandAck:
         # the pump has acted; whether the hub hears about it is the injected fault
         if self.ack_loss_rate and self._rng.random() < self.ack_loss_rate:
@@ -133,18 +143,24 @@ class SimPump:
 
     async def set_temp_basal(self, rate_u_per_h: float, duration_min: int) -> CommandAck:
         self._check_link()
+        self._person.sync()  # records the simulation adds up to now keep their own times
+        before = len(self._person.pump.history)
         try:
             self._driver.set_temp_basal(rate_u_per_h, duration_min)
         except PumpError as exc:
             raise PumpRefusedError(str(exc)) from exc
+        self._stamp(before)
         return self._finish()
 
     async def cancel_temp_basal(self) -> CommandAck:
         self._check_link()
+        self._person.sync()  # records the simulation adds up to now keep their own times
+        before = len(self._person.pump.history)
         try:
             self._driver.cancel_temp_basal()
         except PumpError as exc:
             raise PumpRefusedError(str(exc)) from exc
+        self._stamp(before)
         return self._finish()
 
     async def bolus(self, shape: BolusShape) -> CommandAck:
@@ -156,6 +172,8 @@ class SimPump:
             if shape.immediate_pct <= 0
             else "dual"
         )
+        self._person.sync()  # records the simulation adds up to now keep their own times
+        before = len(self._person.pump.history)
         try:
             accepted = self._driver.deliver_bolus(
                 shape.insulin_u,
@@ -165,23 +183,30 @@ class SimPump:
             )
         except PumpError as exc:
             raise PumpRefusedError(str(exc)) from exc
+        self._stamp(before)
         index = len(self._person.pump.history) - 1
         return self._finish(accepted, f"{self.serial}-{index}")
 
     async def suspend(self) -> CommandAck:
         self._check_link()
+        self._person.sync()  # records the simulation adds up to now keep their own times
+        before = len(self._person.pump.history)
         try:
             self._driver.suspend()
         except PumpError as exc:
             raise PumpRefusedError(str(exc)) from exc
+        self._stamp(before)
         return self._finish()
 
     async def resume(self) -> CommandAck:
         self._check_link()
+        self._person.sync()  # records the simulation adds up to now keep their own times
+        before = len(self._person.pump.history)
         try:
             self._driver.resume()
         except PumpError as exc:
             raise PumpRefusedError(str(exc)) from exc
+        self._stamp(before)
         return self._finish()
 
 

@@ -452,6 +452,21 @@ def offerable_for(session: Session, device_id: str, now: datetime) -> list[Comma
     return [_command(r) for r in rows]
 
 
+def outstanding_for(session: Session, device_id: str, since: datetime) -> list[CommandRow]:
+    """A device's commands handed towards its hub with no final outcome (SENT, RECEIVED,
+    UNCERTAIN) that expired after `since`, in sequence order."""
+    rows = session.execute(
+        select(commands)
+        .where(
+            commands.c.device_id == device_id,
+            commands.c.state.in_([2, 3, 7]),  # SENT, RECEIVED, UNCERTAIN
+            commands.c.expires_at > since,
+        )
+        .order_by(commands.c.sequence)
+    ).mappings()
+    return [_command(r) for r in rows]
+
+
 def devices_with_queued(session: Session, device_ids: Sequence[str], now: datetime) -> set[str]:
     """Which of these devices have unexpired QUEUED commands."""
     found: set[str] = set()

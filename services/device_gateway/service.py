@@ -164,6 +164,8 @@ class DeviceGateway:
         self._silent_after = dt.timedelta(seconds=peripheral_silent_after_s)
         self._wake_relay = on_outbox_write
         self._in_flight_grace = dt.timedelta(seconds=in_flight_grace_s)
+        # a hub forgets seen command ids after 7 days; ask only about younger commands
+        self._settle_window = dt.timedelta(days=6)
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-db")
         self.streams: dict[str, HubStream] = {}
         self._delivery_locks: dict[str, asyncio.Lock] = {}
@@ -348,6 +350,7 @@ class DeviceGateway:
             "hub connected", extra={"device_id": identity.device_id, "acked_hub_sequence": acked}
         )
         await self.deliver(identity.device_id)
+        await self.ask_to_settle(stream)
         return stream
 
     async def close_stream(self, stream: HubStream) -> None:
@@ -716,6 +719,51 @@ class DeviceGateway:
                 signed.ParseFromString(raw)
                 stream.offered.add(command_id)
                 stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
+
+    async def ask_to_settle(self, stream: HubStream) -> int:
+        """Offer the hub, once per stream, every command of its device still without a final
+        outcome (SENT, RECEIVED or UNCERTAIN — expired or not) that `deliver` did not send.
+
+        These are commands whose stream died, or whose hub died mid-command. The hub answers
+        each from its own records and never runs one twice: a copy of a command it has seen
+        (DUPLICATE to its verifier) is answered with that command's settled state — executed,
+        not executed, or uncertain until its pump history reconciles it — and a command it never
+        saw is refused by its own checks (EXPIRED, or STALE_SEQUENCE below a later accepted one)
+        and therefore provably never ran. Only commands the hub still remembers are asked
+        about (it keeps seen ids 7 days; `settle_window`), so "never seen" means never received.
+        The state is left as it is until the hub's answer arrives.
+        """
+        device_id = stream.identity.device_id
+        now = self.now()
+        offered = set(stream.offered)
+
+        def work(session: Session) -> list[tuple[str, bytes]]:
+            asked: list[tuple[str, bytes]] = []
+            for row in repository.outstanding_for(session, device_id, now - self._settle_window):
+                if row.command_id in offered:
+                    continue
+                repository.add_transition(
+                    session,
+                    row.command_id,
+                    row.state,
+                    now,
+                    detail=f"offered again by {self.replica_id} so the reconnected hub settles it",
+                )
+                asked.append((row.command_id, row.signed_command))
+            return asked
+
+        asked = await self._db(work)
+        for command_id, raw in asked:
+            signed = device_pb2.SignedPumpCommand()
+            signed.ParseFromString(raw)
+            stream.offered.add(command_id)
+            stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
+        if asked:
+            log.info(
+                "asked a reconnected hub to settle its outstanding commands",
+                extra={"device_id": device_id, "commands": len(asked)},
+            )
+        return len(asked)
 
     async def expire_queued(self) -> int:
         now = self.now()
