@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.clock import Clock, SystemClock
@@ -43,7 +44,9 @@ __all__ = [
     "OutboxRelay",
     "OutboxRow",
     "add",
+    "batch_inserts",
     "create_tables",
+    "flush_batch",
     "include_in",
     "metadata",
     "outbox_events",
@@ -86,6 +89,54 @@ def create_tables(engine: Engine) -> None:
     metadata.create_all(engine)
 
 
+# Compiled once: building `insert().values(...)` per event costs more than executing it.
+_INSERT = outbox_events.insert()
+_BATCH_KEY = "langerhans_outbox_batch"
+
+
+class _Batch:
+    """Outbox rows of one transaction waiting for its commit (see `batch_inserts`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.active = False
+        self.rows: list[dict[str, object]] = []
+        sa_event.listen(session, "before_commit", self._before_commit)
+        sa_event.listen(session, "after_commit", self._end)
+        sa_event.listen(session, "after_rollback", self._end)
+
+    def flush(self, session: Session) -> None:
+        if self.rows:
+            rows, self.rows = self.rows, []
+            session.execute(_INSERT, rows)
+
+    def _before_commit(self, session: Session) -> None:
+        if self.active:
+            self.flush(session)
+
+    def _end(self, _session: Session) -> None:
+        # After a rollback the rows must never reach a later commit of this session.
+        self.active = False
+        self.rows = []
+
+
+def batch_inserts(session: Session) -> None:
+    """Until the session's current transaction ends, `add` collects rows and inserts them with
+    one multi-row statement just before the commit: still the same transaction (all or
+    nothing), one statement instead of one per event on a batch path. Rows are not visible
+    to queries of the transaction before that (`flush_batch` writes them at once)."""
+    batch: _Batch | None = session.info.get(_BATCH_KEY)
+    if batch is None:
+        batch = session.info[_BATCH_KEY] = _Batch(session)
+    batch.active = True
+
+
+def flush_batch(session: Session) -> None:
+    """Insert the rows `batch_inserts` collected so far (no-op without a batch)."""
+    batch: _Batch | None = session.info.get(_BATCH_KEY)
+    if batch is not None and batch.active:
+        batch.flush(session)
+
+
 def add(
     session: Session,
     topic: str,
@@ -108,19 +159,22 @@ def add(
     envelope = new_envelope(
         key, event, source=source, time=now, event_type=event_type, event_id=event_id
     )
-    session.execute(
-        outbox_events.insert().values(
-            event_id=envelope.event_id,
-            topic=topic,
-            key=envelope.key,
-            event_type=envelope.event_type,
-            source=envelope.source,
-            event_time=envelope.time,
-            content_type=envelope.content_type,
-            payload=envelope.data,
-            created_at=now,
-        )
-    )
+    row: dict[str, object] = {
+        "event_id": envelope.event_id,
+        "topic": topic,
+        "key": envelope.key,
+        "event_type": envelope.event_type,
+        "source": envelope.source,
+        "event_time": envelope.time,
+        "content_type": envelope.content_type,
+        "payload": envelope.data,
+        "created_at": now,
+    }
+    batch: _Batch | None = session.info.get(_BATCH_KEY)
+    if batch is not None and batch.active:
+        batch.rows.append(row)
+    else:
+        session.execute(_INSERT, row)
     return envelope
 
 

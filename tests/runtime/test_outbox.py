@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 from sqlalchemy import Column, Engine, Integer, String, Table, func, select
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime import outbox
@@ -271,6 +272,45 @@ def test_rolled_back_change_leaves_no_outbox_row(tmp_path: Path) -> None:
     assert [(row.topic, row.envelope.data) for row in rows] == [("t.v1", b"2")]
     assert rows[0].envelope.event_id == envelope.event_id
     assert rows[0].envelope.time == envelope.time
+
+
+def test_batched_adds_are_one_insert_at_commit_and_vanish_with_a_rollback(
+    tmp_path: Path,
+) -> None:
+    engine = _engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", "test-app")
+    outbox.create_tables(engine)
+    statements: list[str] = []
+
+    @sqlalchemy_event.listens_for(engine, "before_cursor_execute")
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO outbox_events"):
+            statements.append(statement)
+
+    sessions = sessionmaker(engine)
+    with sessions() as session:
+        # A rolled-back batch: its rows must not reach the next commit of the same session.
+        with session.begin():
+            outbox.batch_inserts(session)
+            outbox.add(session, "t.v1", "patient-1", b"gone", source="t", event_type="test.V")
+            session.rollback()
+        with session.begin():
+            outbox.batch_inserts(session)
+            added = [
+                outbox.add(
+                    session, "t.v1", "patient-1", str(i).encode(), source="t", event_type="test.V"
+                )
+                for i in range(50)
+            ]
+            assert statements == []  # nothing written before the commit
+        # Without a batch: one statement per event, at once.
+        with session.begin():
+            outbox.add(session, "t.v1", "patient-2", b"single", source="t", event_type="test.V")
+            assert len(statements) == 2
+    with sessions() as session:
+        rows = outbox.pending_rows(session, 100)
+    assert [row.envelope.data for row in rows] == [str(i).encode() for i in range(50)] + [b"single"]
+    assert [row.envelope.event_id for row in rows[:50]] == [e.event_id for e in added]
+    assert len(statements) == 2
 
 
 if __name__ == "__main__":
