@@ -30,7 +30,6 @@ from services.runtime.kafka.envelope import (
     Envelope,
     MalformedEventError,
     ProtoMessage,
-    new_envelope,
 )
 
 __all__ = [
@@ -169,35 +168,12 @@ def _event_to_proto(event: CgmEvent, now: datetime) -> cgm_pb2.CgmEvent:
     return message
 
 
-_outbox_insert = outbox.outbox_events.insert()
-
-
 def _to_outbox(
     session: Session, topic: str, key: str, message: ProtoMessage, *, clock: Clock, event_id: str
 ) -> None:
-    """`outbox.add` with a prepared statement (the hot path: one row per validated reading).
-
-    On the batch path the row joins the batch's multi-row insert (same transaction, same
-    order); otherwise it is inserted at once.
-    """
-    now = clock.now()
-    envelope = new_envelope(key, message, source=SOURCE, time=now, event_id=event_id)
-    row = {
-        "event_id": envelope.event_id,
-        "topic": topic,
-        "key": envelope.key,
-        "event_type": envelope.event_type,
-        "source": envelope.source,
-        "event_time": envelope.time,
-        "content_type": envelope.content_type,
-        "payload": envelope.data,
-        "created_at": now,
-    }
-    pending = PendingWrites.of(session)
-    if pending is not None:
-        pending.outbox.append(row)
-    else:
-        session.execute(_outbox_insert, row)
+    """The hot path (one row per validated reading): on the batch path `outbox.add` collects
+    the row for the batch's multi-row insert (same transaction, same order)."""
+    outbox.add(session, topic, key, message, source=SOURCE, clock=clock, event_id=event_id)
 
 
 def publish_outcome(
@@ -321,6 +297,7 @@ class RawHandler:
         if self._parsed is not None:
             # Batch path: writes are collected and inserted together before the commit.
             PendingWrites.start(session)
+            outbox.batch_inserts(session)
             parsed = self._parsed.get(envelope.event_id)
         handle_raw(
             envelope,

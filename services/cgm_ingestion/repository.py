@@ -191,7 +191,6 @@ class PendingWrites:
     def __init__(self, session: Session) -> None:
         self._session = session
         self.readings: dict[str, dict[str, object]] = {}
-        self.outbox: list[dict[str, object]] = []
         event.listen(session, "before_commit", self._before_commit)
 
     @staticmethod
@@ -211,16 +210,11 @@ class PendingWrites:
         self.flush()
 
     def flush(self) -> None:
-        from services.runtime.outbox import outbox_events
-
+        # Outgoing events: services.runtime.outbox.batch_inserts, flushed at the same commit.
         if self.readings:
             rows = list(self.readings.values())
             self.readings = {}
             self._session.execute(_plain_insert_reading, rows)
-        if self.outbox:
-            rows = self.outbox
-            self.outbox = []
-            self._session.execute(outbox_events.insert(), rows)
 
 
 @dataclass
