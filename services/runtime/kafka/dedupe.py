@@ -9,8 +9,10 @@ committing the same event twice: its insert fails and its transaction rolls back
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     delete,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.runtime.db import new_metadata
@@ -71,21 +74,50 @@ def create_tables(engine: Engine) -> None:
     outbox.metadata.create_all(engine)
 
 
+def _sqlite_connection(session: Session) -> Any | None:
+    """The transaction's DBAPI connection when storage is SQLite (the default), else None.
+
+    On SQLite the dedupe statements go straight to the driver: SQLAlchemy's per-row parameter
+    processing cost more CPU than SQLite itself (a fifth of a consumer's time at 20k events/s,
+    py-spy). Same statements, same transaction; PostgreSQL keeps the SQLAlchemy path (its
+    schema-per-service translation happens there).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    return connection.connection.driver_connection
+
+
 def already_processed(session: Session, group: str, event_ids: Iterable[str]) -> set[str]:
     """The subset of `event_ids` that `group` has already handled (or dead-lettered)."""
     ids = list(event_ids)
     found: set[str] = set()
+    raw = _sqlite_connection(session) if ids else None
     # Bounded IN lists: SQLite allows 32k parameters, PostgreSQL more; keep it modest.
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        rows = session.execute(
-            select(processed_events.c.event_id).where(
-                processed_events.c.consumer_group == group,
-                processed_events.c.event_id.in_(chunk),
+        if raw is not None:
+            marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
+            rows: Any = raw.execute(
+                "SELECT event_id FROM processed_events"  # noqa: S608
+                f" WHERE consumer_group = ? AND event_id IN ({marks})",
+                (group, *chunk),
             )
-        )
+        else:
+            rows = session.execute(
+                select(processed_events.c.event_id).where(
+                    processed_events.c.consumer_group == group,
+                    processed_events.c.event_id.in_(chunk),
+                )
+            )
         found.update(row[0] for row in rows)
     return found
+
+
+_SQLITE_INSERT = (
+    "INSERT INTO processed_events (consumer_group, event_id, topic, kafka_partition,"
+    " kafka_offset, outcome, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def mark_processed(
@@ -96,7 +128,24 @@ def mark_processed(
     outcome: str,
     processed_at: datetime,
 ) -> None:
-    """Insert (event_id, topic, partition, offset) rows; flushes so a duplicate fails now."""
+    """Insert (event_id, topic, partition, offset) rows; a duplicate fails now (IntegrityError)."""
+    rows = list(rows)
+    if not rows:
+        return
+    raw = _sqlite_connection(session)
+    if raw is not None:
+        # Stored exactly as SQLAlchemy stores this column (its own bind processor, once).
+        dialect = session.get_bind().dialect
+        to_db = processed_events.c.processed_at.type.dialect_impl(dialect).bind_processor(dialect)
+        at = to_db(processed_at) if to_db is not None else processed_at
+        try:
+            raw.executemany(
+                _SQLITE_INSERT,
+                [(group, event_id, topic, p, o, outcome, at) for event_id, topic, p, o in rows],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(_SQLITE_INSERT, None, exc) from exc
+        return
     values = [
         {
             "consumer_group": group,
@@ -109,8 +158,7 @@ def mark_processed(
         }
         for event_id, topic, partition, offset in rows
     ]
-    if values:
-        session.execute(processed_events.insert(), values)
+    session.execute(processed_events.insert(), values)
 
 
 def prune_processed(session: Session, older_than: datetime) -> int:
