@@ -22,7 +22,7 @@ from gateway.alerts.endpoints import router as alerts_router
 from gateway.clients.base import ServiceChannels
 from gateway.clients.glucose_source import CgmServiceSource
 from gateway.clients.services import ServiceClients
-from gateway.db import make_session_factory
+from gateway.db import make_read_session_factory, make_session_factory
 from gateway.devices.endpoints import router as devices_router
 from gateway.dosing.endpoints import router as dosing_router
 from gateway.errors import install_error_handlers
@@ -64,6 +64,7 @@ def create_app(
     """Build the app around an already-migrated engine."""
     keys = load_key_ring(settings)
     session_factory = make_session_factory(engine)
+    read_session_factory = make_read_session_factory(engine)
     services = ServiceClients(ServiceChannels(settings))
     if glucose is None and settings.cgm_ingestion_addr:
         glucose = CgmServiceSource(services)
@@ -72,10 +73,11 @@ def create_app(
         clock=clock,
         engine=engine,
         session_factory=session_factory,
+        read_session_factory=read_session_factory,
         keys=keys,
         tokens=TokenIssuer(keys, settings.issuer, settings.access_token_ttl_s, clock),
         passwords=Passwords(settings.argon2_time_cost, settings.argon2_memory_kib),
-        glucose=glucose or NightscoutEntriesSource(session_factory),
+        glucose=glucose or NightscoutEntriesSource(read_session_factory),
         rate_limiter=RateLimiter(clock),
     )
     app = FastAPI(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -12,7 +13,13 @@ from gateway.models import Base
 from services.runtime.db import create_service_engine
 from services.runtime.migrations import upgrade
 
-__all__ = ["VERSIONS_DIR", "make_engine", "make_session_factory", "migrate"]
+__all__ = [
+    "VERSIONS_DIR",
+    "make_engine",
+    "make_read_session_factory",
+    "make_session_factory",
+    "migrate",
+]
 
 VERSIONS_DIR = Path(__file__).resolve().parent / "migrations" / "versions"
 
@@ -32,6 +39,29 @@ def make_engine(database_url: str | None) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     factory = sessionmaker(bind=engine, expire_on_commit=False)
     install_audit_chaining(factory)
+    return factory
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that only read.
+
+    On a SQLite file: a second, read-only engine on the same file whose transactions begin
+    DEFERRED (`create_service_engine(read_only=True)`), so a read takes no write lock and
+    never queues behind a writer (WAL: it reads the last committed snapshot); its
+    connections refuse writes (`PRAGMA query_only`), so a write through it fails loudly
+    instead of racing. Elsewhere (PostgreSQL, in-memory SQLite) the write sessions, unchanged.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return make_session_factory(engine)
+    reader = create_service_engine(
+        "gateway",
+        engine.url.render_as_string(hide_password=False),
+        read_only=True,
+        connect_args={"check_same_thread": False},
+    )
+    factory = sessionmaker(bind=reader, expire_on_commit=False)
+    weakref.finalize(factory, reader.dispose)
     return factory
 
 

@@ -1,6 +1,7 @@
 """Dependencies as `Annotated` aliases, so routes read as one line of intent.
 
-- `SessionDep`: the request's unit of work; commits once after the endpoint succeeds.
+- `SessionDep`: the request's unit of work; commits once after the endpoint succeeds. A GET
+  or HEAD request gets a read-only session (on SQLite: no write lock, see `get_session`).
 - `CurrentUser`: a verified app access token whose session is still live.
 - `PatientViewer`, `PatientTreater`, `PatientSettingsEditor`, `PatientOwner`: the caller's
   relation to the person named by the `{person_id}` path parameter grants that permission.
@@ -25,6 +26,7 @@ from gateway.settings import GatewaySettings
 from services.runtime.clock import Clock
 
 __all__ = [
+    "READ_METHODS",
     "ClockDep",
     "CurrentUser",
     "PatientOwner",
@@ -67,8 +69,20 @@ SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    session = runtime.session_factory()
+# HTTP's safe methods: no route answering one changes anything (a write through its session
+# fails: the read sessions refuse writes on SQLite).
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    """The request's session. A GET or HEAD only reads, so on SQLite it gets a DEFERRED,
+    write-refusing session (`gateway.db.make_read_session_factory`): it takes no write lock
+    and never queues behind a writer. Every other method begins IMMEDIATE, so its access
+    check and its writes are one serialised transaction (no lock upgrade, no deadlock)."""
+    if request.method in READ_METHODS:
+        session = runtime.read_session_factory()
+    else:
+        session = runtime.session_factory()
     try:
         yield session
         session.commit()
@@ -93,9 +107,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def end_read_transaction(session: Session) -> None:
     """End a request's read-only transaction before reading through another connection.
 
-    On SQLite every transaction takes the write lock up front (services.runtime.db), so a
-    second connection used while this one is open would wait for it. Only for requests that
-    have written nothing.
+    A request's transaction can hold a connection (and for writes, on SQLite, the write lock)
+    while the request waits on something else; end it first. Only for requests that have
+    written nothing.
     """
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("end_read_transaction on a session with pending writes")
@@ -165,7 +179,7 @@ def access_guard(app: Any) -> AccessGuard:
     guard = getattr(app.state, "access_guard", None)
     if guard is None:
         runtime = app.state.runtime
-        guard = AccessGuard(runtime.engine, runtime.session_factory, check_live)
+        guard = AccessGuard(runtime.engine, runtime.read_session_factory, check_live)
         app.state.access_guard = guard
     assert isinstance(guard, AccessGuard)
     return guard

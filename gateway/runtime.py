@@ -24,6 +24,8 @@ class Runtime:
     clock: Clock
     engine: Engine
     session_factory: sessionmaker[Session]
+    # For requests that only read: DEFERRED, write-refusing sessions on SQLite (gateway.db).
+    read_session_factory: sessionmaker[Session]
     keys: KeyRing
     tokens: TokenIssuer
     passwords: Passwords

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.access import Caller, PatientContext, Permission, Role, permissions_for
 from gateway.errors import Forbidden, NotFound
 from gateway.security.tokens import APP_AUDIENCE, AccessClaims
-from services.runtime.db import create_service_engine
 
 __all__ = ["AccessGuard", "ChangeWatch", "LiveCheck"]
 
@@ -79,22 +78,11 @@ class AccessGuard:
     """Token + live session + relation check for read routes, with a change-validated cache."""
 
     def __init__(
-        self, engine: Engine, session_factory: sessionmaker[Session], check_live: LiveCheck
+        self, engine: Engine, read_sessions: sessionmaker[Session], check_live: LiveCheck
     ) -> None:
         self.watch = ChangeWatch(engine)
-        self._read_engine: Engine | None = None
-        if self.watch.exact:
-            # Pure reads on SQLite: DEFERRED transactions, so checks never wait on the write lock.
-            self._read_engine = create_service_engine(
-                "gateway",
-                engine.url.render_as_string(hide_password=False),
-                read_only=True,
-                connect_args={"check_same_thread": False},
-            )
-            weakref.finalize(self, self._read_engine.dispose)
-            self._reads: sessionmaker[Session] = sessionmaker(self._read_engine)
-        else:
-            self._reads = session_factory
+        # Pure reads: on SQLite DEFERRED transactions, so checks never wait on the write lock.
+        self._reads = read_sessions
         self._check_live = check_live
         self._granted: dict[tuple[str, str, str, str], _Granted] = {}
 

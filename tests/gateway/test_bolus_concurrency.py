@@ -26,7 +26,7 @@ from gateway.app import create_app
 from gateway.models import AuditRow
 from gateway.settings import GatewaySettings
 from services.runtime.clock import FixedClock
-from tests.gateway.conftest import PASSWORD, follow, make_user
+from tests.gateway.conftest import PASSWORD, VALID_SETTINGS, follow, make_user
 from tests.gateway.grpc_fakes import FakeDosingEngine, serve_fakes
 
 ATTEMPTS = 25
@@ -142,8 +142,8 @@ def test_25_simultaneous_attempts_one_bolus_no_5xx(
 def test_storage_busy_past_the_timeout_is_503_not_500(
     settings: GatewaySettings, clock: FixedClock, engine: Engine
 ) -> None:
-    """Another writer holding SQLite's write lock past the busy timeout (10 s): a clear 503
-    with Retry-After, not an internal error."""
+    """Another writer holding SQLite's write lock past the busy timeout (10 s): a write gets a
+    clear 503 with Retry-After, not an internal error (a read does not wait for the lock)."""
     import sqlite3
 
     with TestClient(create_app(settings, clock, engine=engine)) as client:
@@ -151,16 +151,20 @@ def test_storage_busy_past_the_timeout_is_503_not_500(
         assert settings.database_url is not None
         holder = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
         holder.isolation_level = None
+        change = {"settings": VALID_SETTINGS, "expected_version": 0}
+        url = f"/api/v1/people/{ada.id}/therapy-settings"
         holder.execute("BEGIN IMMEDIATE")
         try:
-            got = client.get("/api/v1/me", headers=ada.auth)
+            got = client.put(url, json=change, headers=ada.auth)
+            read = client.get("/api/v1/me", headers=ada.auth)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
         assert got.status_code == 503, got.text
         assert got.json()["error"]["code"] == "storage_busy"
         assert got.headers["retry-after"]
-        assert client.get("/api/v1/me", headers=ada.auth).status_code == 200
+        assert read.status_code == 200, read.text
+        assert client.put(url, json=change, headers=ada.auth).status_code == 200
 
 
 def test_engine_refusal_gives_the_window_back_and_no_answer_keeps_it(
