@@ -189,6 +189,16 @@ class Consumers:
             time.sleep(0.05)
 
 
+def _producer(args: argparse.Namespace, bootstrap: str) -> Any:
+    """The backbone's producer with its defaults, varied only by the command-line options."""
+    from services.runtime.kafka import EventProducer
+
+    overrides: dict[str, Any] = {"linger_ms": args.linger_ms}
+    if args.compression != "none":
+        overrides["compression_type"] = args.compression
+    return EventProducer(bootstrap, source="bench-bus", **overrides)
+
+
 def _payload(i: int) -> bytes:
     return (b"%012d" % i).ljust(PAYLOAD_BYTES, b".")
 
@@ -212,7 +222,6 @@ def _wait_for(consumers: Consumers, target: int, timeout_s: float, label: str) -
 
 
 def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> float:
-    from services.runtime.kafka import EventProducer
     from services.runtime.topics import TopicSpec, ensure_topics
 
     topic = f"bench.bus.t{uuid.uuid4().hex[:8]}.v1"
@@ -220,7 +229,7 @@ def _throughput(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> floa
     print(f"throughput: {args.messages:,} messages of {PAYLOAD_BYTES} B over {PARTITIONS} "
           f"partitions, {args.consumers} consumer process(es)", flush=True)  # fmt: skip
     consumers = Consumers(args.consumers, bootstrap, topic, args.transaction_batch, out_dir)
-    producer = EventProducer(bootstrap, source="bench-bus", linger_ms=args.linger_ms)
+    producer = _producer(args, bootstrap)
     time.sleep(args.join_wait_s)  # let the group form so the clock measures work, not joins
     started_ns = time.time_ns()
     started = time.monotonic()
@@ -332,7 +341,6 @@ def _cpu_budget(
 def _latency(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> Any:
     import numpy as np
 
-    from services.runtime.kafka import EventProducer
     from services.runtime.topics import TopicSpec, ensure_topics
 
     topic = f"bench.bus.l{uuid.uuid4().hex[:8]}.v1"
@@ -341,7 +349,7 @@ def _latency(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> Any:
     print(f"latency: {args.rate:,} msgs/s for {args.warmup_s:.0f} s warm-up + "
           f"{args.seconds:.0f} s measured", flush=True)  # fmt: skip
     consumers = Consumers(args.consumers, bootstrap, topic, args.transaction_batch, out_dir)
-    producer = EventProducer(bootstrap, source="bench-bus", linger_ms=args.linger_ms)
+    producer = _producer(args, bootstrap)
     time.sleep(args.join_wait_s)
     interval_s = 1.0 / args.rate
     started = time.monotonic()
@@ -417,6 +425,7 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--join-wait-s", type=float, default=4.0)
     parser.add_argument("--linger-ms", type=int, default=5)
+    parser.add_argument("--compression", default="none", help="producer compression_type")
     parser.add_argument("--transaction-batch", type=int, default=1000)
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--skip-throughput", action="store_true", help="latency phase only")

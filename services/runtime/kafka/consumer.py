@@ -77,6 +77,8 @@ MAX_ERROR_HEADER_CHARS = 1000
 # inside poll() (a join collected by a later poll() costs another JoinGroup), short enough
 # that a stop request is seen within a second.
 JOIN_POLL_TIMEOUT_MS = 1000
+# An asynchronous offset commit unanswered for this long no longer holds back the next one.
+COMMIT_ANSWER_WAIT_S = 5.0
 
 
 @dataclass
@@ -95,6 +97,11 @@ class RunnerConfig:
     # Shorter than Kafka's 45 s default so partitions of a crashed member move on quickly.
     # Commit offsets without waiting for the broker while running (latency); sync on stop.
     async_commit: bool = True
+    # Offsets are committed at most this often while running (always before a rebalance and
+    # on stop), and never while the previous asynchronous commit is unanswered: one commit
+    # per poll piled up in-flight requests at 2,000 polls/s ("Node paused: max_in_flight").
+    # Later offset commits only mean more re-delivery after a crash, which the dedupe skips.
+    commit_interval_ms: int = 100
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 2_000
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
@@ -113,9 +120,10 @@ class _StopRequestedError(Exception):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Offsets are committed before every poll, and rebalances run only inside poll, so a
-    revoke finds nothing handled-but-uncommitted unless a commit failed; then those records
-    are re-delivered to the new owner and skipped by its dedupe table."""
+    """Rebalances run only inside poll, and offsets are committed before a poll that will
+    rebalance, so a revoke finds little handled-but-uncommitted (an asynchronous commit may
+    still be on its way, or a rebalance came unannounced); such records are re-delivered to
+    the new owner and skipped by its dedupe table."""
 
     def __init__(self, runner: ConsumerRunner) -> None:
         self._runner = runner
@@ -156,6 +164,9 @@ class ConsumerRunner:
         self._own_dlq_producer = False
         self._stop = threading.Event()
         self._pending: dict[TopicPartition, int] = {}
+        self._commit_sent_s = float("-inf")
+        self._commit_in_flight = False
+        self._commit_seq = 0
         self._next_offset: dict[TopicPartition, int] = {}
         self._consumer: KafkaConsumer | None = None
         self._metric_children: dict[str, tuple[Any, Any, Any, Any]] = {}
@@ -236,7 +247,8 @@ class ConsumerRunner:
                         if self._stop.is_set():
                             break
                         self._handle_partition(consumer, tp, records)
-                self._commit(consumer)
+                if self._commit_due(consumer):
+                    self._commit(consumer)
                 self._update_lag(consumer)
         finally:
             try:
@@ -280,11 +292,43 @@ class ConsumerRunner:
             if final or not self.config.async_commit:
                 consumer.commit(to_commit)
             else:
-                consumer.commit_async(to_commit, callback=_log_commit_failure)
+                self._commit_in_flight = True
+                self._commit_seq += 1
+                seq = self._commit_seq
+                consumer.commit_async(
+                    to_commit, callback=lambda o, r: self._async_commit_done(seq, o, r)
+                )
         except Exception as exc:
+            self._commit_in_flight = False
             log.warning("offset commit failed (%s); records may be re-delivered", exc)
             return
+        self._commit_sent_s = time.monotonic()
         self._pending.clear()
+
+    def _commit_due(self, consumer: KafkaConsumer) -> bool:
+        if not self._pending:
+            return False
+        now_s = time.monotonic()
+        if self._commit_in_flight and now_s - self._commit_sent_s < COMMIT_ANSWER_WAIT_S:
+            return False
+        if now_s - self._commit_sent_s >= self.config.commit_interval_ms / 1000:
+            return True
+        # A rebalance is coming (it runs inside the next poll): commit what is stored first.
+        coordinator = getattr(consumer, "_coordinator", None)
+        return bool(getattr(coordinator, "rejoin_needed", False)) or join_pending(consumer)
+
+    def _async_commit_done(self, seq: int, offsets: Any, response: Any) -> None:
+        """kafka-python calls this from poll() on the consuming thread."""
+        if seq != self._commit_seq:
+            return  # a later commit was sent meanwhile; it carries newer offsets
+        self._commit_in_flight = False
+        if not isinstance(response, Exception):
+            return
+        log.warning("async offset commit failed (%s); retried with the next commit", response)
+        # Offsets of partitions still ours go back into the next commit unless superseded.
+        for tp, meta in offsets.items():
+            if tp in self._next_offset and self._pending.get(tp, -1) < meta.offset:
+                self._pending[tp] = meta.offset
 
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         for tp, next_offset in self._next_offset.items():
@@ -659,11 +703,6 @@ def join_pending(consumer: KafkaConsumer) -> bool:
     """True while this member has a group join in flight (kafka-python 3.x internals)."""
     coordinator = getattr(consumer, "_coordinator", None)
     return getattr(coordinator, "_join_task", None) is not None
-
-
-def _log_commit_failure(offsets: Any, response: Any) -> None:
-    if isinstance(response, Exception):
-        log.warning("async offset commit failed (%s); records may be re-delivered", response)
 
 
 def _row(envelope: Envelope) -> tuple[str, str, int, int]:
