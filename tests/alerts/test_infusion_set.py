@@ -42,7 +42,7 @@ def trace(values: Sequence[float], doses_u: float = 0.5) -> PatientState:
 
 
 def line(first: float, last: float, minutes: int = 240) -> list[float]:
-    # 4 h of readings: the detector's 3-h window, judged at three consecutive readings.
+    # 4 h of readings: the detector's window, judged at consecutive readings, fits in it.
     n = minutes // 5
     return [first + (last - first) * i / n for i in range(n + 1)]
 
@@ -122,7 +122,7 @@ def test_features_report_what_the_verdict_used() -> None:
     state = trace(line(110, 200))
     f = infusion_set_features(state, SETTINGS, NOW, InfusionSetParams().window)
     assert f is not None
-    assert f.observed_change_mg_dl == pytest.approx(67.5, abs=1)  # 90 mg/dL over 4 h, 3-h window
+    assert f.observed_change_mg_dl == pytest.approx(45, abs=1)  # 90 mg/dL over 4 h, 2-h window
     assert f.rise_last_hour_mg_dl == pytest.approx(22.5, abs=1)
     assert f.residual_mg_dl == pytest.approx(f.observed_change_mg_dl - f.insulin_effect_mg_dl)
     # a looser setting catches a smaller residual, a stricter one does not
@@ -135,12 +135,12 @@ def test_stale_reading_gives_no_verdict() -> None:
     assert infusion_set_evidence(state, SETTINGS, NOW + timedelta(minutes=20)) is None
 
 
-def test_one_reading_over_the_line_is_not_enough_three_in_a_row_are() -> None:
+def test_one_reading_over_the_line_is_not_enough_two_in_a_row_are() -> None:
     # Glucose creeping up against the loop's insulin; only the latest reading reaches 160.
     once = trace([*line(100, 157, 225), 158, 165])
     assert once.glucose[-2].glucose_mg_dl < 160 <= once.glucose[-1].glucose_mg_dl
     assert infusion_set_evidence(once, SETTINGS, NOW) is None
-    # The same creep, 10 min on: the verdict has held at three consecutive readings.
-    held = trace([*line(100, 157, 215), 158, 165, 167, 169])
+    # The same creep, 5 min on: the verdict has held at two consecutive readings.
+    held = trace([*line(100, 157, 220), 158, 165, 167])
     assert infusion_set_evidence(held, SETTINGS, NOW) is not None
     assert raised(held)
