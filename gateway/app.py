@@ -94,7 +94,10 @@ def create_app(
     app.state.stream_hub = StreamHub()
     app.state.metrics = HttpMetrics()
     install_error_handlers(app)
+    # Routes are matched in this order: the hottest read (every app and follower polls the
+    # glucose page) first, so it is not compared against every other router's paths.
     for router in (
+        glucose_router,
         health_router,
         wellknown_router,
         accounts_router,
@@ -102,7 +105,6 @@ def create_app(
         devices_router,
         therapy_router,
         treatments_router,
-        glucose_router,
         dosing_router,
         alerts_router,
         stream_router,
