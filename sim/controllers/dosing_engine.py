@@ -52,8 +52,8 @@ class LoopTuning:
     """Controller-side settings: targets, max IOB, SMB and carb absorption (not safety rules)."""
 
     mode: Mode = Mode.CLOSED_LOOP_SMB
-    min_bg_offset_mg_dl: float = -10.0  # target range = person's target + offsets
-    max_bg_offset_mg_dl: float = -5.0
+    min_bg_offset_mg_dl: float = -20.0  # target range = person's target + offsets
+    max_bg_offset_mg_dl: float = -10.0
     suspend_threshold_mg_dl: float = 80.0
     max_iob_factor: float = 1.0  # × the person's max IOB (never above it or the hard limit)
     absorption_min: float = 180.0
@@ -62,21 +62,30 @@ class LoopTuning:
     meal_bolus: bool = True  # the person boluses for announced carbs with the calculator
     meal_bolus_fraction: float = 1.0  # share of the calculated meal bolus given up front
     subtract_iob_from_meal: bool = True
-    late_carbs_min: float = 120.0
+    late_carbs_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
     # after a reading < 70 mg/dL the person has most likely eaten rescue carbs the loop does not
     # know about: no micro-boluses (temp basals only) for this long, so the rise they cause is
     # not chased with SMBs (oref0 similarly disables SMB on sudden rises)
-    post_low_no_smb_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
+    post_low_no_smb_min: float = 120.0
     isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
-    # loop and meal-bolus carb ratio = pump CR × factor: the pump's CR is titrated only half-way
-    # from the 500 rule, which under-doses meals with these people (in-silico tuning)
+    # loop and meal-bolus carb ratio = pump CR × factor: meals are bolused when eating starts
+    # (no pre-bolus) and carbs act faster than insulin, so meal insulin is front-loaded; the low
+    # guard's zero temp after the bolus takes back part of it (in-silico tuning)
     carb_ratio_factor: float = 0.8
     # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
     # loop's low guard then runs the zero temp that takes it back (0 = off)
     meal_bolus_basal_min: float = 0.0
     # assess each reading as cgm-ingestion does (noise level; jump, flat and compression-low
     # faults count as noisy) and pass it to the kernel, whose rule then allows no increase
-    assess_cgm: bool = False
+    assess_cgm: bool = True
+    # share of the calculator's correction given with a meal entered ≥ 30 min after eating: the
+    # high it corrects is mostly carbs already absorbed, and above the renal threshold glucose
+    # also falls on its own; the loop's guarded micro-boluses add more if it is still needed
+    late_meal_correction_fraction: float = 0.0
+    # meal-bolus carb ratio = pump CR × this (None: the loop's factor above). Below the loop's
+    # factor it front-loads meal insulin; the loop, forecasting with its own carb ratio, sees
+    # the extra insulin and takes it back with lower temps instead of adding micro-boluses
+    meal_carb_ratio_factor: float | None = None
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -113,6 +122,12 @@ class DosingEngineController:
         self.therapy = therapy
         self.tuning = tuning or LoopTuning()
         self.settings = kernel_settings(therapy, self.tuning)
+        meal_factor = self.tuning.meal_carb_ratio_factor
+        self._meal_carb_ratio = (
+            self.settings.carb_ratio_g_per_u
+            if meal_factor is None
+            else _clip(therapy.carb_ratio_g_per_u * meal_factor, 2.0, 150.0)
+        )
         template = pack(
             DecisionInput(now_s=0.0, mode=self.tuning.mode, cgm_t_s=(), cgm_mg_dl=(),
                           settings=self.settings)
@@ -286,7 +301,8 @@ class DosingEngineController:
                 * min(1.0, max(0.0, 1.0 - (inp.t_min - c.t_min) / self.tuning.late_carbs_min))
                 for c in inp.carbs
             )
-            meal_u = self._meal_bolus_u(inp, remaining_g)
+            late = any(inp.t_min - c.t_min >= 30 for c in inp.carbs)
+            meal_u = self._meal_bolus_u(inp, remaining_g, late=late)
         out = self._decide(inp, meal_u)
         action = Action(int(out[Out.ACTION]))
         enact = bool(out[Out.ENACT])
@@ -308,7 +324,7 @@ class DosingEngineController:
             return None
         return ControllerOutput(temp_basal=temp, bolus=bolus, cancel_temp_basal=cancel)
 
-    def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float) -> float:
+    def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float, *, late: bool) -> float:
         th = self.therapy
         ks = self.settings
         if inp.pump.bolus_remaining_u > 0 or not self._cgm_t:
@@ -316,13 +332,16 @@ class DosingEngineController:
         now_s = inp.t_min * 60.0
         fresh = now_s - self._cgm_t[-1] <= 12 * 60
         bg = self._cgm_g[-1] if fresh else th.target_mg_dl
+        if late and bg > th.target_mg_dl:
+            fraction = self.tuning.late_meal_correction_fraction
+            bg = th.target_mg_dl + fraction * (bg - th.target_mg_dl)
         iob = float(self._decide(inp)[Out.IOB]) if self.tuning.subtract_iob_from_meal else 0.0
         advice = bolus_advice(
             carbs_g=min(carbs_g, 250.0),
             bg_mg_dl=bg,
             target_mg_dl=th.target_mg_dl,
             isf_mg_dl_per_u=ks.isf_mg_dl_per_u,
-            carb_ratio_g_per_u=ks.carb_ratio_g_per_u,
+            carb_ratio_g_per_u=self._meal_carb_ratio,
             iob_u=iob,
             trend_mg_dl_per_min=self._trend_mg_dl_per_min(now_s) if fresh else 0.0,
             max_bolus_u=th.max_bolus_u,
