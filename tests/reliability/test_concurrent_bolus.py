@@ -166,8 +166,9 @@ class Platform:
 def gateway_db(postgres_url: str) -> Iterator[str]:
     """A database of its own on the PostgreSQL server (the gateway's schema name is fixed).
 
-    PostgreSQL, as in production: on SQLite the gateway answers 500 ("database is locked")
-    under these 25 simultaneous bolus attempts (docs/reliability.md, known gaps).
+    PostgreSQL, as in production. SQLite (the single-machine default) gives the same answers
+    to these 25 simultaneous attempts, 409 for the losers and at most one bolus per window
+    (tests/gateway/test_bolus_concurrency.py).
     """
     import psycopg
 
