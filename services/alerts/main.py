@@ -46,6 +46,7 @@ __all__ = ["AlertsSettings", "Scheduler", "build", "run", "serve"]
 SERVICE = "alerts"
 DEV_WEBHOOK_SECRET = "development-only-webhook-secret"  # noqa: S105 (refused in production)
 log = logging.getLogger(__name__)
+RELAY_BATCH = 2000
 # People whose time-based rules are re-evaluated in one transaction.
 TIME_RULES_CHUNK = 100
 # How often the open-alerts-by-state gauge is recounted from storage.
@@ -213,7 +214,12 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
     topics = settings.topics()
     plan = settings.default_plan()
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
-    relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.02)
+    # A relay pass waits for the write lock twice (read, then mark), i.e. behind up to two
+    # consumer transactions: it must move more rows per pass than a transaction writes, or
+    # it falls behind whenever the consumer has a backlog.
+    relay = OutboxRelay(
+        sessions, producer, clock=clock, batch_size=RELAY_BATCH, poll_interval_s=0.02
+    )
     handler = make_handler(clock, topics, plan)
     runner = BatchRunner(
         RunnerConfig(

@@ -38,6 +38,7 @@ __all__ = ["CgmIngestionSettings", "build", "serve"]
 
 SERVICE = "cgm-ingestion"
 log = logging.getLogger(__name__)
+RELAY_BATCH = 2000
 
 
 class CgmIngestionSettings(ServiceSettings):
@@ -121,7 +122,12 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     clock = settings.clock()
     engine, sessions = build(settings)
     producer = EventProducer(settings.kafka_bootstrap_servers, source=SOURCE, clock=clock)
-    relay = OutboxRelay(sessions, producer, clock=clock, poll_interval_s=0.01)
+    # A relay pass waits for the write lock twice (read, then mark), i.e. behind up to two
+    # consumer transactions: it must move more rows per pass than a transaction writes, or
+    # it falls behind whenever the consumer has a backlog.
+    relay = OutboxRelay(
+        sessions, producer, clock=clock, batch_size=RELAY_BATCH, poll_interval_s=0.01
+    )
     cache = SeriesCache()
     handler = make_handler(
         clock, settings.night_time_zone, settings.readings_topic, settings.events_topic, cache=cache
