@@ -16,7 +16,6 @@ order. SQLite's own locking still guards against other processes. No-op for Post
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from typing import Any
@@ -24,10 +23,6 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 __all__ = ["FifoLock", "serialize_writers"]
-
-log = logging.getLogger(__name__)
-
-_HELD = "langerhans_writer_lock_held"
 
 
 class FifoLock:
@@ -78,18 +73,22 @@ def serialize_writers(engine: Engine) -> FifoLock | None:
     if engine.dialect.name != "sqlite":
         return None
     lock = FifoLock()
+    # Connection records holding the lock (not in record.info: the pool clears that when it
+    # reconnects, and a hold must be released exactly once whatever happened to the record).
+    holding: set[int] = set()
+    guard = threading.Lock()
 
     def checkout(_dbapi: Any, record: Any, _proxy: Any) -> None:
         lock.acquire()
-        record.info[_HELD] = threading.get_ident()
+        with guard:
+            holding.add(id(record))
 
     def checkin(_dbapi: Any, record: Any) -> None:
-        if record is None or record.info.pop(_HELD, None) is None:
-            return
-        try:
-            lock.release()
-        except RuntimeError:  # checked in without a checkout of ours (cannot happen)
-            log.warning("writer lock released twice")
+        with guard:
+            if id(record) not in holding:
+                return
+            holding.discard(id(record))
+        lock.release()
 
     event.listen(engine, "checkout", checkout)
     event.listen(engine, "checkin", checkin)
