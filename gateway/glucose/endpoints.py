@@ -1,8 +1,9 @@
 """Glucose routes: paged, time-ranged reads through the `GlucoseSource` interface.
 
 The route runs on the event loop (no SessionDep, no worker thread when the answer is
-remembered): the access check is `PatientViewerCached` and the body comes from
-`GlucosePages` as ready JSON. The response shape is `GlucosePage`.
+remembered) and resolves no dependencies: it calls the access check itself
+(`deps.cached_patient_access`, view permission) and the body comes from `GlucosePages` as
+ready JSON. The response shape is `GlucosePage`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime
 
-from gateway.deps import PatientViewerCached, access_guard
+from gateway.access import Permission
+from gateway.deps import BEARER_SECURITY, access_guard, cached_patient_access
 from gateway.errors import InvalidRequest
 from gateway.glucose.pages import GlucosePages
 from gateway.glucose.schemas import GlucosePage
@@ -41,10 +43,12 @@ def glucose_pages(app: Any) -> GlucosePages:
     return pages
 
 
-@router.get("/people/{person_id}/glucose", response_model=GlucosePage)
+@router.get(
+    "/people/{person_id}/glucose", response_model=GlucosePage, openapi_extra=BEARER_SECURITY
+)
 async def glucose(
     *,
-    ctx: PatientViewerCached,
+    person_id: Annotated[str, Path(min_length=1, max_length=36)],
     request: Request,
     start: Annotated[
         AwareDatetime | None, Query(description="inclusive; default end - 24 h")
@@ -52,6 +56,7 @@ async def glucose(
     end: Annotated[AwareDatetime | None, Query(description="exclusive; default now")] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 288,
 ) -> Response:
+    ctx = await cached_patient_access(request, person_id, Permission.VIEW)
     runtime: Runtime = request.app.state.runtime
     end_at: datetime = end or runtime.clock.now() + timedelta(minutes=5)
     start_at: datetime = start or end_at - timedelta(hours=24)

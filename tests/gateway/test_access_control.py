@@ -278,3 +278,30 @@ def test_invitation_single_use_and_expiry(client, clock):
         ).status_code
         == 404
     )
+
+
+def test_glucose_route_checks_its_bearer_token_itself(client):
+    """The glucose route reads its token without the shared dependency: same answers."""
+    person = make_user(client, "person")
+    stranger = make_user(client, "person")
+    path = f"/api/v1/people/{person.id}/glucose"
+    token = person.access
+    for headers in (
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Bearer {token}x"},
+    ):
+        got = client.get(path, headers=headers)
+        assert got.status_code == 401, (headers, got.text)
+        assert got.json()["error"]["code"] == "unauthenticated"
+    assert client.get(path, headers={"Authorization": f"bearer {token}"}).status_code == 200
+    assert client.get(path, headers=stranger.auth).status_code == 404
+    assert (
+        client.get("/api/v1/people/" + "x" * 37 + "/glucose", headers=person.auth).status_code
+        == 422
+    )
+    # A signed-out session ends access at once, though the token has not expired.
+    assert client.post("/api/v1/auth/logout", json={}, headers=person.auth).status_code == 204
+    assert client.get(path, headers=person.auth).status_code == 401
