@@ -37,6 +37,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -230,7 +231,8 @@ class ConsumerRunner:
             **self.config.consumer_overrides,
         )
         self._consumer = consumer
-        count_pending_join_as_rejoin(consumer)
+        if not count_pending_join_as_rejoin(consumer):
+            log.info("kafka-python without the pending-join work-around (another version)")
         try:
             consumer.subscribe(list(self.config.topics), listener=_Listener(self))
             while not self._stop.is_set():
@@ -671,8 +673,23 @@ class ConsumerRunner:
         return self._dlq_producer
 
 
+def _install_pending_join_fix() -> None:
+    original = ConsumerCoordinator.need_rejoin
+    if getattr(original, "langerhans_pending_join", False):
+        return
+
+    def need_rejoin(self: Any) -> bool:
+        return bool(original(self)) or getattr(self, "_join_task", None) is not None
+
+    need_rejoin.langerhans_pending_join = True  # type: ignore[attr-defined]
+    ConsumerCoordinator.need_rejoin = need_rejoin
+
+
+_install_pending_join_fix()
+
+
 def count_pending_join_as_rejoin(consumer: KafkaConsumer) -> bool:
-    """Keep a member whose group join is still in flight rejoining; True if applied.
+    """True when a group join still in flight counts as "rejoin needed" for `consumer`.
 
     Works around a kafka-python 3.x coordinator bug that left members without partitions for
     good (`langerhans run` without a dosing decision, the rebalance test's idle member). The
@@ -684,19 +701,16 @@ def count_pending_join_as_rejoin(consumer: KafkaConsumer) -> bool:
     assignment makes them equal again. `need_rejoin()` turns false, the finished join is never
     collected: no partitions, heartbeats stay off, the broker drops the member after
     `session_timeout_ms` and it idles for ever. Java's client counts a pending join as "rejoin
-    needed" (`rejoinNeededOrPending`); this does the same. Without the fix a member polling
-    every 5 ms stayed unassigned 6 times out of 6 (tests/runtime/test_kafka_group_join.py).
+    needed" (`rejoinNeededOrPending`); this does the same, for every KafkaConsumer of the
+    process (importing the backbone installs it: bare consumers with a group benefit too).
+    Without the fix a member polling every 5 ms stayed unassigned 6 times out of 6
+    (tests/runtime/test_kafka_group_join.py).
     """
     coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None or not hasattr(coordinator, "_join_task"):
-        return False  # another kafka-python version: nothing to work around
-    need_rejoin = coordinator.need_rejoin
-
-    def need_rejoin_or_pending() -> bool:
-        return bool(need_rejoin()) or coordinator._join_task is not None
-
-    coordinator.need_rejoin = need_rejoin_or_pending
-    return True
+    need_rejoin = getattr(type(coordinator), "need_rejoin", None)
+    return hasattr(coordinator, "_join_task") and bool(
+        getattr(need_rejoin, "langerhans_pending_join", False)
+    )
 
 
 def join_pending(consumer: KafkaConsumer) -> bool:
