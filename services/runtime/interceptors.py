@@ -18,6 +18,7 @@ Servicers are expected to be `async def` (or async generators for streamed respo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -25,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -169,7 +170,15 @@ class RequestIdInterceptor(_WrappingInterceptor):
         try:
             yield
         finally:
-            request_id_var.reset(token)
+            _reset(request_id_var, token)
+
+
+def _reset(var: ContextVar[Any], token: Token[Any]) -> None:
+    """Undo `var.set`; a streaming call closed from another task (a hub that disconnected,
+    finalised by the event loop) runs this in a different Context, which is being discarded
+    with its value, so there is nothing left to undo there."""
+    with contextlib.suppress(ValueError):
+        var.reset(token)
 
 
 def _split_method(method: str) -> tuple[str, str]:
@@ -332,7 +341,7 @@ class AuthInterceptor(_WrappingInterceptor):
         try:
             yield
         finally:
-            principal_var.reset(token)
+            _reset(principal_var, token)
 
 
 def default_interceptors(
