@@ -29,7 +29,10 @@ def test_metrics_on_their_own_port_with_route_templates(
     client: TestClient, settings: GatewaySettings
 ) -> None:
     user = make_user(client)
-    assert client.get(f"/api/v1/people/{user.id}/glucose", headers=user.auth).status_code == 200
+    for _ in range(3):
+        got = client.get(f"/api/v1/people/{user.id}/glucose", headers=user.auth)
+        assert got.status_code == 200
+    assert client.get(f"/api/v1/people/{user.id}/glucose").status_code == 401
     # Not on the public port (the Ingress would expose it).
     public = client.get("/metrics")
     assert public.status_code == 404
@@ -41,7 +44,10 @@ def test_metrics_on_their_own_port_with_route_templates(
         scraped = httpx.get(server.url, timeout=10).text
     finally:
         server.stop()
-    assert 'route="/api/v1/people/{person_id}/glucose"' in scraped
+    glucose = 'method="GET",route="/api/v1/people/{person_id}/glucose"'
+    assert f'gateway_http_requests_total{{{glucose},status="200"}} 3.0' in scraped
+    assert f'gateway_http_requests_total{{{glucose},status="401"}} 1.0' in scraped
+    assert f"gateway_http_request_duration_seconds_count{{{glucose}}} 4.0" in scraped
     assert "gateway_http_request_duration_seconds_bucket" in scraped
     assert user.id not in scraped  # ids are never label values
 
