@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.alerts.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from services.alerts.channels import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from services.alerts.lifecycle import Alert, AlertState
 from services.alerts.repository import AlertRepository, metadata
 from services.alerts.service import AlertsService, Delivery, EscalationPlan
@@ -56,33 +57,67 @@ class Harness:
 
 
 class Receiver:
-    """A webhook endpoint that verifies signatures and dedupes by Idempotency-Key."""
+    """A webhook endpoint as a real one must behave when senders can die mid-request.
 
-    def __init__(self) -> None:
+    A request without Content-Length, with a body shorter than it (a sender SIGKILLed between
+    writing the headers and the body) or, when `secret` is given, with a signature that does
+    not verify against the wall clock, is not a delivery: it is refused (counted in `refused`
+    by reason) and the sender retries. Accepted requests are all kept, so re-sends under the
+    same Idempotency-Key stay visible to the test.
+    """
+
+    def __init__(self, secret: bytes | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.refused: dict[str, int] = {}
         self.fail_next = 0
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outcome = self._check()
+                if outcome is not None:
+                    reason, status = outcome
+                    with receiver.lock:
+                        receiver.refused[reason] = receiver.refused.get(reason, 0) + 1
+                    try:
+                        self.send_response(status)
+                        self.end_headers()
+                    except OSError:
+                        pass  # the sender is gone; nothing to answer
+                    self.close_connection = True
+                    return
+                self.send_response(204)
+                self.end_headers()
+
+            def _check(self) -> tuple[str, int] | None:
+                """Record the request when it is a delivery; else (reason, HTTP status)."""
+                try:
+                    length = int(self.headers["Content-Length"])
+                    timestamp = int(self.headers[TIMESTAMP_HEADER])
+                except (KeyError, TypeError, ValueError):
+                    return "no_length_or_timestamp", 400
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return "truncated_body", 400
+                signature = self.headers[SIGNATURE_HEADER] or ""
+                if secret is not None and not verify(
+                    secret, timestamp, body, signature, time.time()
+                ):
+                    return "bad_signature", 401
                 with receiver.lock:
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1
-                        self.send_response(503)
-                        self.end_headers()
-                        return
+                        return "told_to_fail", 503
                     receiver.requests.append(
                         {
-                            "key": self.headers["Idempotency-Key"],
-                            "timestamp": int(self.headers[TIMESTAMP_HEADER]),
-                            "signature": self.headers[SIGNATURE_HEADER],
+                            "key": self.headers[IDEMPOTENCY_HEADER],
+                            "timestamp": timestamp,
+                            "signature": signature,
                             "body": body,
                         }
                     )
-                self.send_response(204)
-                self.end_headers()
+                return None
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -91,6 +126,10 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.requests)
 
     def distinct(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -9,22 +9,19 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from langerhans.cgm.v1 import cgm_pb2
 
-from services.alerts.channels import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from services.runtime.kafka.envelope import encode_headers, new_envelope
 from services.runtime.settings import REPO_ROOT
+from tests.alerts.helpers import Receiver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -32,77 +29,6 @@ EVENTS = 1000
 KILLS = 10
 DEADLINE_S = 420
 SECRET = "kill-restart-test-secret"
-
-
-class StrictReceiver:
-    """A webhook endpoint as a real one must behave when senders can die mid-request.
-
-    A sender SIGKILLed between writing the headers and the body leaves a request whose body is
-    shorter than its Content-Length; that, or a signature that does not verify, is not a
-    delivery: it is refused (counted in `refused`) and the sender retries after its restart.
-    Accepted requests are all kept, so re-sends under the same Idempotency-Key stay visible.
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.refused: dict[str, int] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                refused = self._check()
-                if refused is not None:
-                    reason, status = refused
-                    with receiver.lock:
-                        receiver.refused[reason] = receiver.refused.get(reason, 0) + 1
-                    try:
-                        self.send_response(status)
-                        self.end_headers()
-                    except OSError:
-                        pass  # the sender is gone; nothing to answer
-                    self.close_connection = True
-                    return
-                self.send_response(204)
-                self.end_headers()
-
-            def _check(self) -> tuple[str, int] | None:
-                """Record the request when it is a delivery; else (reason, HTTP status)."""
-                try:
-                    length = int(self.headers["Content-Length"])
-                except (KeyError, TypeError, ValueError):
-                    return "no_content_length", 411
-                body = self.rfile.read(length)
-                if len(body) < length:
-                    return "truncated_body", 400
-                try:
-                    timestamp = int(self.headers[TIMESTAMP_HEADER])
-                except (KeyError, TypeError, ValueError):
-                    return "bad_signature", 401
-                signature = self.headers[SIGNATURE_HEADER] or ""
-                if not verify(secret, timestamp, body, signature, time.time()):
-                    return "bad_signature", 401
-                with receiver.lock:
-                    receiver.requests.append(
-                        {"key": self.headers[IDEMPOTENCY_HEADER], "body": json.loads(body)}
-                    )
-                return None
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.requests)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -120,7 +46,7 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def test_kill_ten_times_during_a_thousand_urgent_events(
     make_topic: Callable[..., str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    receiver = StrictReceiver(SECRET.encode())
+    receiver = Receiver(SECRET.encode())
     readings = make_topic(3, "killin")
     env = {
         **os.environ,
@@ -175,7 +101,9 @@ def test_kill_ten_times_during_a_thousand_urgent_events(
         # Every alert's first notification must reach the receiver.
         while time.monotonic() - started < DEADLINE_S:
             firsts = {
-                r["body"]["alert_id"] for r in receiver.snapshot() if r["body"]["notification"] == 1
+                body["alert_id"]
+                for body in map(json.loads, (r["body"] for r in receiver.snapshot()))
+                if body["notification"] == 1
             }
             if len(firsts) >= EVENTS:
                 break
@@ -188,7 +116,7 @@ def test_kill_ten_times_during_a_thousand_urgent_events(
         receiver.close()
 
     accepted = receiver.snapshot()
-    bodies = [r["body"] for r in accepted]
+    bodies = [json.loads(r["body"]) for r in accepted]
     first_round = [b for b in bodies if b["notification"] == 1]
     by_patient: dict[str, set[str]] = {}
     for body in first_round:
