@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import serialization
 from grpc import aio
 from langerhans.device.v1 import device_gateway_service_pb2 as gw_pb2
 from langerhans.device.v1 import device_gateway_service_pb2_grpc as gw_grpc
-from sqlalchemy.orm import sessionmaker
 
 from services.device_gateway import repository
 from services.device_gateway.events import CommandConsumer
@@ -32,6 +31,7 @@ from services.device_gateway.servicer import (
     SERVICE_METHODS,
     DeviceGatewayServicer,
 )
+from services.device_gateway.sessions import gateway_sessions
 from services.device_gateway.settings import DEV_ADMIN_TOKEN, DeviceGatewaySettings
 from services.runtime import migrations
 from services.runtime.command_signing import (
@@ -84,7 +84,8 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
         "device-gateway", database_url=settings.database_url, target_metadata=repository.metadata
     )
     engine = create_service_engine("device-gateway", settings.database_url)
-    sessions = sessionmaker(engine)
+    # the database thread and the outbox relay take turns without SQLite's sleeping back-off
+    sessions = gateway_sessions(engine)
     ca, hub_cert, hub_key = _load_ca(settings)
     trusted, raw_keys = _command_keys(settings)
     producer = EventProducer(settings.kafka_bootstrap_servers, source="device-gateway", clock=clock)

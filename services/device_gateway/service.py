@@ -1,7 +1,8 @@
 """What the device gateway decides: enrolment, hub streams, commands, loop status.
 
 All storage work runs on one worker thread (`_db`), one transaction per request or per hub
-message, so the event loop never blocks on SQLite/PostgreSQL and SQLite sees one writer.
+message, so the event loop never blocks on SQLite/PostgreSQL; with SQLite that thread and the
+outbox relay take turns through one process lock (`sessions.gateway_sessions`).
 Hub identity comes only from the TLS-verified client certificate (`DeviceIdentity`); every
 message a hub sends must name that device and patient, or the stream is closed and the attempt
 logged.
@@ -276,15 +277,11 @@ class DeviceGateway:
         )
 
     # ------------------------------------------------------------------ streams
-    async def check_identity(self, identity: DeviceIdentity) -> repository.DeviceRow:
+    @staticmethod
+    def _check_identity(session: Session, identity: DeviceIdentity) -> repository.DeviceRow:
         """The enrolled device for a verified certificate; refuses revoked or unknown ones."""
-
-        def work(session: Session) -> tuple[repository.DeviceRow | None, bool]:
-            return repository.get_device(session, identity.device_id), repository.is_revoked(
-                session, identity.serial_hex
-            )
-
-        device, revoked = await self._db(work)
+        device = repository.get_device(session, identity.device_id)
+        revoked = repository.is_revoked(session, identity.serial_hex)
         if revoked or device is None or device.state != ACTIVE:
             log.warning(
                 "refused hub certificate (revoked or unknown)",
@@ -310,10 +307,11 @@ class DeviceGateway:
                 extra={"device_id": identity.device_id, "claimed_device_id": hello.device_id},
             )
             raise IdentityMismatchError("a hub may only speak for itself")
-        await self.check_identity(identity)
         now = self.now()
 
         def work(session: Session) -> int:
+            # one transaction per connect for the identity check and the connection record
+            self._check_identity(session, identity)
             repository.update_device(
                 session,
                 identity.device_id,
@@ -349,8 +347,7 @@ class DeviceGateway:
         log.info(
             "hub connected", extra={"device_id": identity.device_id, "acked_hub_sequence": acked}
         )
-        await self.deliver(identity.device_id)
-        await self.ask_to_settle(stream)
+        await self._offer_on_connect(stream)
         return stream
 
     async def close_stream(self, stream: HubStream) -> None:
@@ -613,21 +610,44 @@ class DeviceGateway:
     async def send_command(
         self, signed: device_pb2.SignedPumpCommand
     ) -> gw_pb2.SendCommandResponse:
+        """Store a command (QUEUED) and publish it; if this replica holds the device's stream,
+        claim it (→ SENT) in the same transaction and write it to the stream.
+
+        Both transitions are recorded and both outcomes go through the outbox, in one commit
+        instead of two: the command path waits for one durable write, not two.
+        """
         command = self._parse(signed)
         now = self.now()
-        state, duplicate = await self._db(
-            lambda s: self._store_command(s, signed, command, now, fan_out=True), writes_outbox=True
-        )
-        if (
-            not duplicate
-            and state == S.PUMP_COMMAND_STATE_QUEUED
-            and command.device_id in self.streams
-        ):
-            if command.command_id in await self.deliver(command.device_id):
-                state = S.PUMP_COMMAND_STATE_SENT  # claimed and written to the stream
-            else:
-                current = await self._db(lambda s: repository.get_command(s, command.command_id))
-                state = current.state if current else state
+        if command.device_id not in self.streams:
+            state, duplicate = await self._db(
+                lambda s: self._store_command(s, signed, command, now, fan_out=True),
+                writes_outbox=True,
+            )
+            return gw_pb2.SendCommandResponse(
+                command_id=command.command_id,
+                state=state,  # type: ignore[arg-type]
+                duplicate=duplicate,
+            )
+        lock = self._delivery_locks.setdefault(command.device_id, asyncio.Lock())
+        async with lock:
+            stream = self.streams.get(command.device_id)
+            after = stream.last_command_sequence if stream else 0
+            offered = set(stream.offered) if stream else set()
+
+            def work(session: Session) -> tuple[int, bool, list[tuple[str, bytes]]]:
+                state, duplicate = self._store_command(session, signed, command, now, fan_out=True)
+                if duplicate or state != S.PUMP_COMMAND_STATE_QUEUED or stream is None:
+                    return state, duplicate, []
+                claimed = self._claim(session, command.device_id, now, after, offered)
+                if any(command_id == command.command_id for command_id, _ in claimed):
+                    state = S.PUMP_COMMAND_STATE_SENT
+                # else: not above the hub's last accepted sequence, so it stays QUEUED (the
+                # hub would refuse it) until it expires
+                return state, duplicate, claimed
+
+            state, duplicate, claimed = await self._db(work, writes_outbox=True)
+            if stream is not None:
+                self._write_claimed(stream, claimed)
         return gw_pb2.SendCommandResponse(
             command_id=command.command_id,
             state=state,  # type: ignore[arg-type]
@@ -686,52 +706,95 @@ class DeviceGateway:
             after = stream.last_command_sequence
             offered = set(stream.offered)
 
-            def work(session: Session) -> list[tuple[str, bytes]]:
-                claimed: list[tuple[str, bytes]] = []
-                for row in repository.offerable_for(session, device_id, now):
-                    if row.sequence <= after or row.command_id in offered:
-                        continue  # the hub already accepted this or a later sequence
-                    reoffer = row.state == S.PUMP_COMMAND_STATE_SENT
-                    if not repository.set_command_state(
-                        session,
-                        row.command_id,
-                        S.PUMP_COMMAND_STATE_SENT,
-                        now,
-                        only_from=[row.state],
-                        delivered_by_replica=self.replica_id,
-                    ):
-                        continue  # another replica claimed it or an outcome moved it on
-                    detail = (
-                        f"re-offered by {self.replica_id} (was sent by "
-                        f"{row.delivered_by_replica or 'unknown'})"
-                        if reoffer
-                        else self.replica_id
-                    )
-                    repository.add_transition(
-                        session, row.command_id, S.PUMP_COMMAND_STATE_SENT, now, detail=detail
-                    )
-                    if not reoffer:
-                        events.publish_outcome(
-                            session, self._outcome(row, S.PUMP_COMMAND_STATE_SENT, now), self._clock
-                        )
-                    else:
-                        log.info(
-                            "re-offering a command left at SENT",
-                            extra={"command_id": row.command_id, "device_id": device_id},
-                        )
-                    claimed.append((row.command_id, row.signed_command))
-                return claimed
+            claimed = await self._db(
+                lambda s: self._claim(s, device_id, now, after, offered), writes_outbox=True
+            )
+            return self._write_claimed(stream, claimed)
 
-            sent: set[str] = set()
-            for command_id, raw in await self._db(work, writes_outbox=True):
-                signed = device_pb2.SignedPumpCommand()
-                signed.ParseFromString(raw)
-                stream.offered.add(command_id)
-                stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
-                sent.add(command_id)
-            return sent
+    def _write_claimed(self, stream: HubStream, claimed: list[tuple[str, bytes]]) -> set[str]:
+        """Write committed claims to the stream (only after the SENT transition is durable)."""
+        sent: set[str] = set()
+        for command_id, raw in claimed:
+            signed = device_pb2.SignedPumpCommand()
+            signed.ParseFromString(raw)
+            stream.offered.add(command_id)
+            stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
+            sent.add(command_id)
+        return sent
 
-    async def ask_to_settle(self, stream: HubStream) -> int:
+    def _claim(
+        self,
+        session: Session,
+        device_id: str,
+        now: dt.datetime,
+        after: int,
+        offered: set[str],
+    ) -> list[tuple[str, bytes]]:
+        """Move this device's offerable commands to SENT for this replica; returns them."""
+        claimed: list[tuple[str, bytes]] = []
+        for row in repository.offerable_for(session, device_id, now):
+            if row.sequence <= after or row.command_id in offered:
+                continue  # the hub already accepted this or a later sequence
+            reoffer = row.state == S.PUMP_COMMAND_STATE_SENT
+            if not repository.set_command_state(
+                session,
+                row.command_id,
+                S.PUMP_COMMAND_STATE_SENT,
+                now,
+                only_from=[row.state],
+                delivered_by_replica=self.replica_id,
+            ):
+                continue  # another replica claimed it or an outcome moved it on
+            detail = (
+                f"re-offered by {self.replica_id} (was sent by "
+                f"{row.delivered_by_replica or 'unknown'})"
+                if reoffer
+                else self.replica_id
+            )
+            repository.add_transition(
+                session, row.command_id, S.PUMP_COMMAND_STATE_SENT, now, detail=detail
+            )
+            if not reoffer:
+                events.publish_outcome(
+                    session, self._outcome(row, S.PUMP_COMMAND_STATE_SENT, now), self._clock
+                )
+            else:
+                log.info(
+                    "re-offering a command left at SENT",
+                    extra={"command_id": row.command_id, "device_id": device_id},
+                )
+            claimed.append((row.command_id, row.signed_command))
+        return claimed
+
+    async def _offer_on_connect(self, stream: HubStream) -> None:
+        """A new stream's first commands, in one transaction: what `deliver` sends (QUEUED,
+        and SENT not yet offered on this stream), then what the hub is asked to settle."""
+        device_id = stream.identity.device_id
+        lock = self._delivery_locks.setdefault(device_id, asyncio.Lock())
+        async with lock:
+            if self.streams.get(device_id) is not stream:
+                return  # already replaced by a newer stream, which offers for itself
+            now = self.now()
+            after = stream.last_command_sequence
+            offered = set(stream.offered)
+
+            def work(session: Session) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+                claimed = self._claim(session, device_id, now, after, offered)
+                skip = offered | {command_id for command_id, _ in claimed}
+                return claimed, self._settle_offers(session, device_id, now, skip)
+
+            claimed, asked = await self._db(work, writes_outbox=True)
+            self._write_claimed(stream, claimed)
+            self._write_claimed(stream, asked)
+        if asked:
+            log.info(
+                "asked a reconnected hub to settle its outstanding commands",
+                extra={"device_id": device_id, "commands": len(asked)},
+            )
+
+    def _settle_offers(
+        self, session: Session, device_id: str, now: dt.datetime, skip: set[str]
+    ) -> list[tuple[str, bytes]]:
         """Offer the hub, once per stream, every command of its device still without a final
         outcome (SENT, RECEIVED or UNCERTAIN — expired or not) that `deliver` did not send.
 
@@ -744,37 +807,19 @@ class DeviceGateway:
         about (it keeps seen ids 7 days; `settle_window`), so "never seen" means never received.
         The state is left as it is until the hub's answer arrives.
         """
-        device_id = stream.identity.device_id
-        now = self.now()
-        offered = set(stream.offered)
-
-        def work(session: Session) -> list[tuple[str, bytes]]:
-            asked: list[tuple[str, bytes]] = []
-            for row in repository.outstanding_for(session, device_id, now - self._settle_window):
-                if row.command_id in offered:
-                    continue
-                repository.add_transition(
-                    session,
-                    row.command_id,
-                    row.state,
-                    now,
-                    detail=f"offered again by {self.replica_id} so the reconnected hub settles it",
-                )
-                asked.append((row.command_id, row.signed_command))
-            return asked
-
-        asked = await self._db(work)
-        for command_id, raw in asked:
-            signed = device_pb2.SignedPumpCommand()
-            signed.ParseFromString(raw)
-            stream.offered.add(command_id)
-            stream.send(gw_pb2.ConnectResponse(signed_command=signed), self.now())
-        if asked:
-            log.info(
-                "asked a reconnected hub to settle its outstanding commands",
-                extra={"device_id": device_id, "commands": len(asked)},
+        asked: list[tuple[str, bytes]] = []
+        for row in repository.outstanding_for(session, device_id, now - self._settle_window):
+            if row.command_id in skip:
+                continue
+            repository.add_transition(
+                session,
+                row.command_id,
+                row.state,
+                now,
+                detail=f"offered again by {self.replica_id} so the reconnected hub settles it",
             )
-        return len(asked)
+            asked.append((row.command_id, row.signed_command))
+        return asked
 
     async def expire_queued(self) -> int:
         now = self.now()
