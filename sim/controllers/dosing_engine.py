@@ -86,6 +86,14 @@ class LoopTuning:
     # factor it front-loads meal insulin; the loop, forecasting with its own carb ratio, sees
     # the extra insulin and takes it back with lower temps instead of adding micro-boluses
     meal_carb_ratio_factor: float | None = None
+    # forecast margin for any increase (micro-bolus or temp above the schedule): an increase
+    # needs the low-guard forecast minimum ≥ suspend threshold + this × IOB × ISF, i.e. it must
+    # still be above the threshold if the insulin on board acts this much stronger than the
+    # forecast assumes (sensitivity misjudged, sensor reading high). Below it the step runs the
+    # schedule (or the low guard's lower temp); 0 = off
+    increase_margin_iob_fraction: float = 0.2
+    # the margin applies to micro-boluses only (the loop may still raise the temp basal)
+    increase_margin_smb_only: bool = False
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -199,13 +207,19 @@ class DosingEngineController:
 
     # ---- the decision ---------------------------------------------------------------------
     def _packed(
-        self, inp: ControllerInput, extra_bolus_u: float, bolus_running: bool
+        self,
+        inp: ControllerInput,
+        extra_bolus_u: float,
+        bolus_running: bool,
+        mode: Mode | None = None,
     ) -> PackedInput:
         now_s = inp.t_min * 60.0
         pump = inp.pump
         params = self._template.params.copy()
         params[Param.NOW_S] = now_s
-        if (
+        if mode is not None:
+            params[Param.MODE] = float(mode)
+        elif (
             self.tuning.mode == Mode.CLOSED_LOOP_SMB
             and now_s - self._last_low_s < self.tuning.post_low_no_smb_min * 60.0
         ):
@@ -246,9 +260,20 @@ class DosingEngineController:
             carb_absorption_min=np.ascontiguousarray(c[:, 2]),
         )
 
-    def _decide(self, inp: ControllerInput, extra_bolus_u: float = 0.0) -> np.ndarray:
+    def _decide(
+        self, inp: ControllerInput, extra_bolus_u: float = 0.0, mode: Mode | None = None
+    ) -> np.ndarray:
         self.decisions += 1
-        return decide_packed(self._packed(inp, extra_bolus_u, extra_bolus_u > 0), self._out)
+        packed = self._packed(inp, extra_bolus_u, extra_bolus_u > 0, mode)
+        return decide_packed(packed, self._out)
+
+    def _within_margin(self, out: np.ndarray) -> bool:
+        """Whether an increase proposed in `out` keeps the forecast minimum above the suspend
+        threshold by the margin for the insulin on board."""
+        iob_u = max(0.0, float(out[Out.IOB]))
+        isf_eff = self.settings.isf_mg_dl_per_u / float(out[Out.SENSITIVITY_RATIO])
+        margin = self.tuning.increase_margin_iob_fraction * iob_u * isf_eff
+        return float(out[Out.MIN_GUARD_BG]) >= float(out[Out.THRESHOLD]) + margin
 
     def _assess(self, t_min: int) -> float:
         """Noise level of the newest reading as cgm-ingestion would publish it; a jump, flat
@@ -304,6 +329,21 @@ class DosingEngineController:
             late = any(inp.t_min - c.t_min >= 30 for c in inp.carbs)
             meal_u = self._meal_bolus_u(inp, remaining_g, late=late)
         out = self._decide(inp, meal_u)
+        if (
+            self.tuning.increase_margin_iob_fraction > 0
+            and meal_u == 0
+            and out[Out.ENACT]
+            and not self._within_margin(out)
+        ):
+            smb_u = float(out[Out.SMB])
+            raised = (
+                int(out[Out.ACTION]) == Action.TEMP_BASAL
+                and out[Out.RATE] > out[Out.SCHEDULED_BASAL]
+            )
+            if smb_u > 0 and self.tuning.increase_margin_smb_only:
+                out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
+            elif smb_u > 0 or (raised and not self.tuning.increase_margin_smb_only):
+                out = self._decide(inp, meal_u, Mode.LOW_GLUCOSE_SUSPEND)
         action = Action(int(out[Out.ACTION]))
         enact = bool(out[Out.ENACT])
         temp: TempBasalCommand | None = None
