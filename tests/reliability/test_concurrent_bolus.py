@@ -39,7 +39,6 @@ from pydantic import SecretStr
 from gateway.app import create_app
 from gateway.db import make_engine, migrate
 from gateway.settings import GatewaySettings
-from services.dosing_engine.events import COMMANDS_TOPIC
 from services.runtime.clock import AcceleratedClock
 from services.runtime.command_signing import generate_signing_key, write_private_key
 from services.runtime.kafka.envelope import encode_headers, new_envelope
@@ -296,13 +295,10 @@ def test_concurrent_boluses_one_per_decision_window(platform: Platform) -> None:
     http.close()
     time.sleep(2.0)  # the engine's outbox relay publishes the queued commands
 
-    # The engine queues manual commands on pump.commands.v1 whatever its configured commands
-    # topic (servicer uses the module constant): read both, this person's records only.
+    # Manual commands go to the engine's configured commands topic, as automatic ones do: a
+    # bolus queued anywhere else would be missing here and fail the count below.
     envelopes = [
-        e
-        for topic in (platform.topics["commands"], COMMANDS_TOPIC)
-        for e in _read_all(platform.kafka, topic)
-        if e.key == person["id"]
+        e for e in _read_all(platform.kafka, platform.topics["commands"]) if e.key == person["id"]
     ]
     commands = []
     for envelope in envelopes:
