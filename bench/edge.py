@@ -7,7 +7,8 @@
    `--agent-seconds`.
 2. *Streams*: `--streams` lightweight hubs in `--client-procs` separate processes (grpc.aio),
    each with its **own** EC P-256 key and client certificate from the gateway's device CA,
-   so every stream is a distinct mutual-TLS identity checked by the gateway. The certificates
+   so every stream is a distinct mutual-TLS identity checked by the gateway, connecting at
+   `--connect-rate` hubs per second in total (default a storm: 1,000/s). The certificates
    are pre-generated and the device rows inserted straight into the gateway's database: the
    enrolment RPCs are not part of the measurement. Once every stream is welcomed, each client
    process sends signed commands through SendCommand (service port) at `--rate` per second in
@@ -17,6 +18,7 @@
    job, measured in part 1.
 
     python -m bench.edge [--agent-seconds 60] [--streams 2000] [--client-procs 2] [--rate 20]
+                         [--connect-rate 1000]
 
 Ends with `RESULT edge rss_mb=<n> cpu_pct=<x> streams=<m> cmd_p99_ms=<y>`; plot at
 var/bench/edge.png.
@@ -170,11 +172,14 @@ async def _hub_client(args: argparse.Namespace) -> None:
             live.discard(device_id)
             await asyncio.sleep(random.uniform(1.0, 3.0))
 
+    # Pace this process's share at `connect_rate`. The default (1,000/s in total) is a storm,
+    # all hubs back at once after a gateway restart; a real fleet spreads out more.
     tasks = []
-    for i, entry in enumerate(hubs):
+    next_at = time.monotonic()
+    for entry in hubs:
         tasks.append(asyncio.create_task(hub(entry)))
-        if i % 100 == 99:
-            await asyncio.sleep(0.2)  # pace the TLS handshakes
+        next_at += 1.0 / args.connect_rate
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_welcomed.wait(), args.connect_timeout_s)
     print(
@@ -540,6 +545,8 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
                     str(p),
                     "--connect-timeout-s",
                     str(args.connect_timeout_s),
+                    "--connect-rate",
+                    str(args.connect_rate / args.client_procs),
                 ],
                 cwd=REPO_ROOT,
                 stdin=subprocess.PIPE,
@@ -548,7 +555,10 @@ def _measure_streams(args: argparse.Namespace, gw: Gateway, work: Path) -> dict[
                 preexec_fn=_raise_fd_limit,  # noqa: PLW1509 - only setrlimit, no threads yet
             )
         )
-    print(f"streams: {args.client_procs} client processes connecting", flush=True)
+    print(
+        f"streams: {args.client_procs} client processes connecting {args.connect_rate:.0f} hubs/s",
+        flush=True,
+    )
     started = time.monotonic()
     welcomed = 0
     for proc in procs:
@@ -653,6 +663,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="commands per second, total")
     parser.add_argument("--command-seconds", type=float, default=30.0)
     parser.add_argument("--connect-timeout-s", type=float, default=180.0)
+    parser.add_argument(
+        "--connect-rate", type=float, default=1000.0, help="new hub connections per second, total"
+    )
     # client-process options
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hubs-file", help=argparse.SUPPRESS)

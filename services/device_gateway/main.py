@@ -122,6 +122,11 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_concurrent_streams", 100_000),
+            # New calls wait in gRPC core until the Python server picks them up. Past 1,000
+            # waiting (the default) core sheds new ones at random, and in a reconnect storm
+            # about 5 % of hubs saw CANCELLED before their welcome. Allow a real fleet's storm.
+            ("grpc.server.max_pending_requests", 10_000),
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
         ],
     )
     gw_grpc.add_DeviceGatewayServiceServicer_to_server(make_servicer(HUB_METHODS), hub_server)
