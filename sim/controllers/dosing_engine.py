@@ -94,6 +94,13 @@ class LoopTuning:
     increase_margin_iob_fraction: float = 0.2
     # the margin applies to micro-boluses only (the loop may still raise the temp basal)
     increase_margin_smb_only: bool = False
+    # no micro-boluses while IOB exceeds this share of max IOB (temp basals only, still within
+    # max IOB): the loop adds insulin in smaller steps when much is already on board; 1 = off
+    smb_max_iob_share: float = 1.0
+    # after a decision whose forecast minimum was below the threshold + margin, no increase for
+    # this long: with a noisy or biased sensor the forecast flips between "low ahead" and "high",
+    # and a micro-bolus on the first reading that clears the guard is a bet on that one reading
+    increase_hold_min: float = 0.0
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -151,6 +158,7 @@ class DosingEngineController:
         self._carbs: list[tuple[float, float, float]] = []
         self._last_smb_s: float | None = None
         self._last_low_s = -math.inf
+        self._last_guard_fail_s = -math.inf
         self._out = np.empty(N_OUT)
         self._noise_level = 0.0
         self.decisions = 0
@@ -329,12 +337,10 @@ class DosingEngineController:
             late = any(inp.t_min - c.t_min >= 30 for c in inp.carbs)
             meal_u = self._meal_bolus_u(inp, remaining_g, late=late)
         out = self._decide(inp, meal_u)
-        if (
-            self.tuning.increase_margin_iob_fraction > 0
-            and meal_u == 0
-            and out[Out.ENACT]
-            and not self._within_margin(out)
-        ):
+        held = now_s - self._last_guard_fail_s < self.tuning.increase_hold_min * 60.0
+        if not self._within_margin(out):
+            self._last_guard_fail_s = now_s
+        if meal_u == 0 and out[Out.ENACT] and (held or not self._within_margin(out)):
             smb_u = float(out[Out.SMB])
             raised = (
                 int(out[Out.ACTION]) == Action.TEMP_BASAL
@@ -344,6 +350,14 @@ class DosingEngineController:
                 out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
             elif smb_u > 0 or (raised and not self.tuning.increase_margin_smb_only):
                 out = self._decide(inp, meal_u, Mode.LOW_GLUCOSE_SUSPEND)
+        if (
+            self.tuning.smb_max_iob_share < 1.0
+            and meal_u == 0
+            and out[Out.SMB] > 0
+            and out[Out.IOB] + out[Out.SMB]
+            > self.tuning.smb_max_iob_share * self.settings.max_iob_u
+        ):
+            out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
         action = Action(int(out[Out.ACTION]))
         enact = bool(out[Out.ENACT])
         temp: TempBasalCommand | None = None
