@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from grpc import aio
 from langerhans.device.v1 import device_gateway_service_pb2 as gw_pb2
 from langerhans.device.v1 import device_gateway_service_pb2_grpc as gw_grpc
+from sqlalchemy.orm import sessionmaker
 
 from services.device_gateway import repository
 from services.device_gateway.events import CommandConsumer
@@ -31,7 +32,6 @@ from services.device_gateway.servicer import (
     SERVICE_METHODS,
     DeviceGatewayServicer,
 )
-from services.device_gateway.sessions import gateway_sessions
 from services.device_gateway.settings import DEV_ADMIN_TOKEN, DeviceGatewaySettings
 from services.runtime import migrations
 from services.runtime.command_signing import (
@@ -47,6 +47,7 @@ from services.runtime.kafka.producer import EventProducer
 from services.runtime.logging import configure_logging
 from services.runtime.outbox import OutboxRelay
 from services.runtime.security import token_digest
+from services.runtime.writer_lock import serialize_writers
 
 __all__ = ["main_async", "serve"]
 
@@ -85,7 +86,8 @@ async def main_async(settings: DeviceGatewaySettings, stop: asyncio.Event | None
     )
     engine = create_service_engine("device-gateway", settings.database_url)
     # the database thread and the outbox relay take turns without SQLite's sleeping back-off
-    sessions = gateway_sessions(engine)
+    serialize_writers(engine)
+    sessions = sessionmaker(engine)
     ca, hub_cert, hub_key = _load_ca(settings)
     trusted, raw_keys = _command_keys(settings)
     producer = EventProducer(settings.kafka_bootstrap_servers, source="device-gateway", clock=clock)

@@ -2,7 +2,7 @@
 
 All storage work runs on one worker thread (`_db`), one transaction per request or per hub
 message, so the event loop never blocks on SQLite/PostgreSQL; with SQLite that thread and the
-outbox relay take turns through one process lock (`sessions.gateway_sessions`).
+outbox relay take turns through one process lock (`runtime.writer_lock.serialize_writers`).
 Hub identity comes only from the TLS-verified client certificate (`DeviceIdentity`); every
 message a hub sends must name that device and patient, or the stream is closed and the attempt
 logged.
