@@ -17,6 +17,7 @@ from langerhans.device.v1 import device_pb2
 from langerhans.pump.v1 import pump_pb2
 from sqlalchemy.orm import Session
 
+from kernels.increase_margin import DEFAULT_INCREASE_MARGIN_IOB_FRACTION, check_iob_fraction
 from services.dosing_engine.metrics import record_decision
 from services.dosing_engine.repository import Repository
 from services.dosing_engine.service import DosingEngine, ReadingOutcome
@@ -95,9 +96,15 @@ def handle(
     *,
     decisions_topic: str = DECISIONS_TOPIC,
     commands_topic: str = COMMANDS_TOPIC,
+    increase_margin_iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
 ) -> None:
     """One event of any input topic, dispatched on its CloudEvents type."""
-    engine = DosingEngine(Repository(session), clock, signer)
+    engine = DosingEngine(
+        Repository(session),
+        clock,
+        signer,
+        increase_margin_iob_fraction=increase_margin_iob_fraction,
+    )
     kind = envelope.event_type
     # a payload that does not parse raises MalformedEventError: the runner dead-letters it
     if kind == cgm_pb2.CgmReading.DESCRIPTOR.full_name:
@@ -121,7 +128,10 @@ def make_handler(
     *,
     decisions_topic: str = DECISIONS_TOPIC,
     commands_topic: str = COMMANDS_TOPIC,
+    increase_margin_iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
 ) -> Callable[[Envelope, Session], None]:
+    check_iob_fraction(increase_margin_iob_fraction)
+
     def handler(envelope: Envelope, session: Session) -> None:
         handle(
             envelope,
@@ -130,6 +140,7 @@ def make_handler(
             signer,
             decisions_topic=decisions_topic,
             commands_topic=commands_topic,
+            increase_margin_iob_fraction=increase_margin_iob_fraction,
         )
 
     return handler

@@ -7,13 +7,15 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Annotated
 
 from langerhans.dosing.v1 import dosing_engine_service_pb2 as pb
 from langerhans.dosing.v1 import dosing_engine_service_pb2_grpc as pb_grpc
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from kernels.increase_margin import DEFAULT_INCREASE_MARGIN_IOB_FRACTION
 from services.dosing_engine.events import (
     COMMANDS_TOPIC,
     DECISIONS_TOPIC,
@@ -60,6 +62,10 @@ class DosingEngineSettings(ServiceSettings):
     outcomes_topic: str = OUTCOMES_TOPIC
     decisions_topic: str = DECISIONS_TOPIC
     commands_topic: str = COMMANDS_TOPIC
+    # forecast margin for increases, × IOB × ISF (kernels.increase_margin; 0 = off)
+    increase_margin_iob_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = (
+        DEFAULT_INCREASE_MARGIN_IOB_FRACTION
+    )
 
     @model_validator(mode="after")
     def _production_needs_key(self) -> DosingEngineSettings:
@@ -134,6 +140,7 @@ async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None)
             signer,
             decisions_topic=settings.decisions_topic,
             commands_topic=settings.commands_topic,
+            increase_margin_iob_fraction=settings.increase_margin_iob_fraction,
         ),
         sessions,
         clock=clock,
@@ -164,7 +171,13 @@ async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None)
     definition = servicer(
         pb.DESCRIPTOR.services_by_name["DosingEngineService"].full_name,
         pb_grpc.add_DosingEngineServiceServicer_to_server,
-        DosingEngineServicer(sessions, clock, signer, commands_topic=settings.commands_topic),
+        DosingEngineServicer(
+            sessions,
+            clock,
+            signer,
+            commands_topic=settings.commands_topic,
+            increase_margin_iob_fraction=settings.increase_margin_iob_fraction,
+        ),
     )
     try:
         await run_service(settings, [definition], workers=[consume], metrics=True, stop=stop)

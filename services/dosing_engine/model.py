@@ -30,6 +30,7 @@ from kernels.decision import (
     PumpState,
     TherapySettings,
 )
+from kernels.increase_margin import INCREASE_MARGIN_CODE
 from services.runtime.errors import InvalidArgument
 
 __all__ = [
@@ -99,6 +100,7 @@ _REASON_CODE: Final = {
     "SENSITIVITY_BOUNDED": R.DOSING_REASON_CODE_SENSITIVITY_ADJUSTED,
     "ZERO_TEMP_CUT": R.DOSING_REASON_CODE_ZERO_TEMP_SHORTENED,
     "RESUME": R.DOSING_REASON_CODE_IN_RANGE,
+    INCREASE_MARGIN_CODE: R.DOSING_REASON_CODE_INCREASE_MARGIN,
 }
 
 

@@ -12,7 +12,10 @@ kernel's rules (defence in depth):
   replay never sends a second command;
 - an issued micro-bolus counts as insulin on board at once (before the pump confirms it), and
   is removed only if the pump rejects it or it expires undelivered;
-- a command whose outcome is uncertain blocks automatic dosing until pump history reconciles it.
+- a command whose outcome is uncertain blocks automatic dosing until pump history reconciles it;
+- an increase (micro-bolus or temp above the schedule) needs the forecast minimum to clear the
+  suspend threshold by a margin for the insulin on board (`kernels.increase_margin`, the same
+  rule the in-silico bench runs); otherwise the low-glucose-suspend decision is used.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from langerhans.dosing.v1 import dosing_engine_service_pb2 as svc_pb2
 from langerhans.dosing.v1 import dosing_pb2
 from langerhans.pump.v1 import pump_pb2
 
-from kernels.decision import decide
+from kernels.increase_margin import (
+    DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
+    check_iob_fraction,
+    decide_with_margin,
+)
 from services.dosing_engine.model import (
     STALE_AFTER_S,
     decision_input,
@@ -68,10 +75,18 @@ class ReadingOutcome:
 
 
 class DosingEngine:
-    def __init__(self, repo: Repository, clock: Clock, signer: CommandSigner) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        clock: Clock,
+        signer: CommandSigner,
+        *,
+        increase_margin_iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
+    ) -> None:
         self.repo = repo
         self.clock = clock
         self.signer = signer
+        self.increase_margin_iob_fraction = check_iob_fraction(increase_margin_iob_fraction)
 
     # ------------------------------------------------------------------ inputs
     def on_settings(self, msg: therapy_pb2.TherapySettingsChanged) -> bool:
@@ -271,7 +286,7 @@ class DosingEngine:
         req = self.state_request(pid, now_s)
         if req is None:
             return ReadingOutcome(None, (), "no settings")
-        decision = decide(decision_input(req))
+        decision = decide_with_margin(decision_input(req), self.increase_margin_iob_fraction)
         msg = decision_to_proto(decision, req, reading_id=rid)
         commands = self._enact(
             msg, decision.enact, now_s - measured_s, now_s, decision.scheduled_basal_u_per_h

@@ -16,6 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernels.bolus import BolusWarning, bolus_advice
 from kernels.decision import decide
+from kernels.increase_margin import (
+    DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
+    check_iob_fraction,
+    decide_with_margin,
+)
 from services.dosing_engine.events import COMMANDS_TOPIC, SOURCE
 from services.dosing_engine.model import (
     STALE_AFTER_S,
@@ -58,8 +63,11 @@ class DosingEngineServicer(pb_grpc.DosingEngineServiceServicer):
         signer: CommandSigner,
         *,
         commands_topic: str = COMMANDS_TOPIC,
+        increase_margin_iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
     ) -> None:
         self._sessions = sessions
+        # Decide answers what the live engine would do: the same margin for increases
+        self._margin = check_iob_fraction(increase_margin_iob_fraction)
         self._clock = clock
         self._signer = signer
         # manual commands go where the consumer's automatic ones go (settings override)
@@ -67,13 +75,18 @@ class DosingEngineServicer(pb_grpc.DosingEngineServiceServicer):
 
     async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:  # noqa: N802
         def work() -> pb.DecideResponse:
-            decision = decide(decision_input(request))
+            decision = decide_with_margin(decision_input(request), self._margin)
             return pb.DecideResponse(decision=decision_to_proto(decision, request))
 
         return await asyncio.to_thread(work)
 
     def _state(self, session: Session, patient_id: str) -> pb.DecideRequest:
-        engine = DosingEngine(Repository(session), self._clock, self._signer)
+        engine = DosingEngine(
+            Repository(session),
+            self._clock,
+            self._signer,
+            increase_margin_iob_fraction=self._margin,
+        )
         req = engine.state_request(patient_id, self._clock.now().timestamp())
         if req is None:
             raise NotFound(f"no therapy settings for patient {patient_id}")
@@ -271,7 +284,9 @@ class DosingEngineServicer(pb_grpc.DosingEngineServiceServicer):
                     cmd.set_temp_basal.CopyFrom(t)
                 else:
                     getattr(cmd, action).CopyFrom(getattr(request, action))
-                engine = DosingEngine(repo, self._clock, self._signer)
+                engine = DosingEngine(
+                    repo, self._clock, self._signer, increase_margin_iob_fraction=self._margin
+                )
                 signed = engine.issue(
                     cmd,
                     key,

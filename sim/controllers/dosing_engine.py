@@ -29,6 +29,7 @@ from kernels.decision import (
     pack,
 )
 from kernels.decision import TherapySettings as KernelSettings
+from kernels.increase_margin import proposes_increase, within_increase_margin
 from services.cgm_ingestion.assessment import NOISY_LEVEL, Fault, Point, faults_at, noise_level
 from sim.controller import (
     BolusCommand,
@@ -278,10 +279,14 @@ class DosingEngineController:
     def _within_margin(self, out: np.ndarray) -> bool:
         """Whether an increase proposed in `out` keeps the forecast minimum above the suspend
         threshold by the margin for the insulin on board."""
-        iob_u = max(0.0, float(out[Out.IOB]))
-        isf_eff = self.settings.isf_mg_dl_per_u / float(out[Out.SENSITIVITY_RATIO])
-        margin = self.tuning.increase_margin_iob_fraction * iob_u * isf_eff
-        return float(out[Out.MIN_GUARD_BG]) >= float(out[Out.THRESHOLD]) + margin
+        return within_increase_margin(
+            min_guard_bg_mg_dl=float(out[Out.MIN_GUARD_BG]),
+            threshold_mg_dl=float(out[Out.THRESHOLD]),
+            iob_u=float(out[Out.IOB]),
+            isf_mg_dl_per_u=self.settings.isf_mg_dl_per_u,
+            sensitivity_ratio=float(out[Out.SENSITIVITY_RATIO]),
+            iob_fraction=self.tuning.increase_margin_iob_fraction,
+        )
 
     def _assess(self, t_min: int) -> float:
         """Noise level of the newest reading as cgm-ingestion would publish it; a jump, flat
@@ -340,15 +345,20 @@ class DosingEngineController:
         held = now_s - self._last_guard_fail_s < self.tuning.increase_hold_min * 60.0
         if not self._within_margin(out):
             self._last_guard_fail_s = now_s
-        if meal_u == 0 and out[Out.ENACT] and (held or not self._within_margin(out)):
+        # the shared rule (kernels.increase_margin, as the service applies it): an increase
+        # outside the margin is decided again in low-glucose-suspend mode. A meal bolus step is
+        # the person's own bolus, not the loop's increase.
+        if meal_u == 0 and (held or not self._within_margin(out)):
             smb_u = float(out[Out.SMB])
-            raised = (
-                int(out[Out.ACTION]) == Action.TEMP_BASAL
-                and out[Out.RATE] > out[Out.SCHEDULED_BASAL]
-            )
-            if smb_u > 0 and self.tuning.increase_margin_smb_only:
+            if smb_u > 0 and out[Out.ENACT] and self.tuning.increase_margin_smb_only:
                 out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
-            elif smb_u > 0 or (raised and not self.tuning.increase_margin_smb_only):
+            elif not self.tuning.increase_margin_smb_only and proposes_increase(
+                enact=bool(out[Out.ENACT]),
+                action=Action(int(out[Out.ACTION])),
+                rate_u_per_h=float(out[Out.RATE]),
+                scheduled_u_per_h=float(out[Out.SCHEDULED_BASAL]),
+                smb_u=smb_u,
+            ):
                 out = self._decide(inp, meal_u, Mode.LOW_GLUCOSE_SUSPEND)
         if (
             self.tuning.smb_max_iob_share < 1.0
