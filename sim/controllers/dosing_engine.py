@@ -29,7 +29,12 @@ from kernels.decision import (
     pack,
 )
 from kernels.decision import TherapySettings as KernelSettings
-from kernels.increase_margin import proposes_increase, within_increase_margin
+from kernels.increase_margin import (
+    check_iob_fraction,
+    decide_packed_with_margin,
+    proposes_increase,
+    within_increase_margin,
+)
 from services.cgm_ingestion.assessment import NOISY_LEVEL, Fault, Point, faults_at, noise_level
 from sim.controller import (
     BolusCommand,
@@ -137,6 +142,7 @@ class DosingEngineController:
     def __init__(self, therapy: TherapySettings, tuning: LoopTuning | None = None) -> None:
         self.therapy = therapy
         self.tuning = tuning or LoopTuning()
+        check_iob_fraction(self.tuning.increase_margin_iob_fraction)
         self.settings = kernel_settings(therapy, self.tuning)
         meal_factor = self.tuning.meal_carb_ratio_factor
         self._meal_carb_ratio = (
@@ -288,6 +294,29 @@ class DosingEngineController:
             iob_fraction=self.tuning.increase_margin_iob_fraction,
         )
 
+    def _step_with_levers(self, inp: ControllerInput, meal_u: float, now_s: float) -> np.ndarray:
+        """A meal-bolus step, or the measured levers (hold, micro-boluses only) switched on."""
+        out = self._decide(inp, meal_u)
+        held = now_s - self._last_guard_fail_s < self.tuning.increase_hold_min * 60.0
+        if not self._within_margin(out):
+            self._last_guard_fail_s = now_s
+        # the shared predicates of kernels.increase_margin plus the levers: an increase outside
+        # the margin (or held) is decided again in a lower mode. A meal bolus step is the
+        # person's own bolus, not the loop's increase.
+        if meal_u == 0 and (held or not self._within_margin(out)):
+            smb_u = float(out[Out.SMB])
+            if smb_u > 0 and out[Out.ENACT] and self.tuning.increase_margin_smb_only:
+                out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
+            elif not self.tuning.increase_margin_smb_only and proposes_increase(
+                enact=bool(out[Out.ENACT]),
+                action=Action(int(out[Out.ACTION])),
+                rate_u_per_h=float(out[Out.RATE]),
+                scheduled_u_per_h=float(out[Out.SCHEDULED_BASAL]),
+                smb_u=smb_u,
+            ):
+                out = self._decide(inp, meal_u, Mode.LOW_GLUCOSE_SUSPEND)
+        return out
+
     def _assess(self, t_min: int) -> float:
         """Noise level of the newest reading as cgm-ingestion would publish it; a jump, flat
         signal or compression low (22–07 h) counts as noisy."""
@@ -341,25 +370,15 @@ class DosingEngineController:
             )
             late = any(inp.t_min - c.t_min >= 30 for c in inp.carbs)
             meal_u = self._meal_bolus_u(inp, remaining_g, late=late)
-        out = self._decide(inp, meal_u)
-        held = now_s - self._last_guard_fail_s < self.tuning.increase_hold_min * 60.0
-        if not self._within_margin(out):
-            self._last_guard_fail_s = now_s
-        # the shared rule (kernels.increase_margin, as the service applies it): an increase
-        # outside the margin is decided again in low-glucose-suspend mode. A meal bolus step is
-        # the person's own bolus, not the loop's increase.
-        if meal_u == 0 and (held or not self._within_margin(out)):
-            smb_u = float(out[Out.SMB])
-            if smb_u > 0 and out[Out.ENACT] and self.tuning.increase_margin_smb_only:
-                out = self._decide(inp, meal_u, Mode.CLOSED_LOOP)
-            elif not self.tuning.increase_margin_smb_only and proposes_increase(
-                enact=bool(out[Out.ENACT]),
-                action=Action(int(out[Out.ACTION])),
-                rate_u_per_h=float(out[Out.RATE]),
-                scheduled_u_per_h=float(out[Out.SCHEDULED_BASAL]),
-                smb_u=smb_u,
-            ):
-                out = self._decide(inp, meal_u, Mode.LOW_GLUCOSE_SUSPEND)
+        tuning = self.tuning
+        if meal_u == 0 and tuning.increase_hold_min <= 0 and not tuning.increase_margin_smb_only:
+            # the default: the shared rule exactly as the service applies it
+            out, withheld = decide_packed_with_margin(
+                self._packed(inp, 0.0, False), tuning.increase_margin_iob_fraction, self._out
+            )
+            self.decisions += 1 + int(withheld)
+        else:
+            out = self._step_with_levers(inp, meal_u, now_s)
         if (
             self.tuning.smb_max_iob_share < 1.0
             and meal_u == 0
