@@ -172,7 +172,8 @@ def test_the_setting_must_be_within_0_to_1(bad: float) -> None:
         DosingEngineSettings(increase_margin_iob_fraction=bad)
 
 
-def test_the_service_setting_defaults_to_0_2() -> None:
+def test_the_service_setting_defaults_to_0_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LANGERHANS_INCREASE_MARGIN_IOB_FRACTION", raising=False)
     assert DosingEngineSettings().increase_margin_iob_fraction == 0.2
 
 
