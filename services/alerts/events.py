@@ -30,7 +30,6 @@ from services.runtime.kafka.envelope import (
     Envelope,
     MalformedEventError,
     ProtoMessage,
-    new_envelope,
 )
 
 __all__ = [
@@ -164,9 +163,6 @@ class AlertTopics:
     deliveries: str = DELIVERIES_TOPIC
 
 
-_outbox_insert = outbox.outbox_events.insert()
-
-
 class OutboxAlertEvents:
     """AlertEvents written into the outbox of the caller's transaction."""
 
@@ -194,24 +190,8 @@ class OutboxAlertEvents:
         )
 
     def _add(self, topic: str, key: str, message: ProtoMessage, event_id: str | None) -> None:
-        """`outbox.add` with a statement prepared once (building one per call cost more)."""
-        now = self._clock.now()
-        envelope = new_envelope(key, message, source=SOURCE, time=now, event_id=event_id)
-        self._session.execute(
-            _outbox_insert,
-            [
-                {
-                    "event_id": envelope.event_id,
-                    "topic": topic,
-                    "key": envelope.key,
-                    "event_type": envelope.event_type,
-                    "source": envelope.source,
-                    "event_time": envelope.time,
-                    "content_type": envelope.content_type,
-                    "payload": envelope.data,
-                    "created_at": now,
-                }
-            ],
+        outbox.add(
+            self._session, topic, key, message, source=SOURCE, clock=self._clock, event_id=event_id
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from langerhans.alerts.v1 import alerts_service_pb2 as pb
@@ -34,7 +33,7 @@ from services.runtime import migrations
 from services.runtime.clock import Clock
 from services.runtime.db import create_service_engine, session_scope
 from services.runtime.grpc_server import run_service, servicer
-from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_topic_metadata
 from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
@@ -185,27 +184,6 @@ def _loop(name: str, stop: threading.Event, interval_s: float, body: Callable[[]
             busy = 0
         if not busy:
             stop.wait(interval_s)
-
-
-def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
-    """Wait until the broker reports partitions for `topics`; returns those still missing.
-
-    A group member that subscribes before its topics have metadata gets no partitions and
-    kafka-python does not always rebalance later: the service would sit idle.
-    """
-    from kafka import KafkaConsumer
-
-    probe = KafkaConsumer(bootstrap_servers=servers)
-    try:
-        deadline = time.monotonic() + timeout_s
-        missing = list(topics)
-        while missing and time.monotonic() < deadline:
-            missing = [t for t in missing if not probe.partitions_for_topic(t)]
-            if missing:
-                time.sleep(0.5)
-        return missing
-    finally:
-        probe.close()
 
 
 async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 from kafka.structs import TopicPartition
@@ -27,7 +26,7 @@ from services.cgm_ingestion.servicer import CgmIngestionServicer
 from services.runtime import migrations
 from services.runtime.db import create_service_engine
 from services.runtime.grpc_server import run_service, servicer
-from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_topic_metadata
 from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
@@ -95,27 +94,6 @@ def build(settings: CgmIngestionSettings) -> tuple[Engine, sessionmaker[Session]
     # for the SQLite write lock in order instead of busy-polling it (relay starvation).
     serialize_writers(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
-
-
-def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
-    """Wait until the broker reports partitions for `topics`; returns those still missing.
-
-    A group member that subscribes before its topics have metadata gets no partitions and
-    kafka-python does not always rebalance later: the service would sit idle.
-    """
-    from kafka import KafkaConsumer
-
-    probe = KafkaConsumer(bootstrap_servers=servers)
-    try:
-        deadline = time.monotonic() + timeout_s
-        missing = list(topics)
-        while missing and time.monotonic() < deadline:
-            missing = [t for t in missing if not probe.partitions_for_topic(t)]
-            if missing:
-                time.sleep(0.5)
-        return missing
-    finally:
-        probe.close()
 
 
 async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +37,7 @@ from services.runtime.command_signing import (
 )
 from services.runtime.db import create_service_engine
 from services.runtime.grpc_server import run_service, servicer
-from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig
+from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_topic_metadata
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
 from services.runtime.settings import ServiceSettings, var_dir
@@ -91,28 +90,6 @@ def build(settings: DosingEngineSettings) -> tuple[Engine, sessionmaker[Session]
     migrations.upgrade(SERVICE, database_url=settings.database_url, target_metadata=metadata)
     engine = create_service_engine(SERVICE, settings.database_url)
     return engine, sessionmaker(engine, expire_on_commit=False)
-
-
-def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
-    """Wait until the broker reports partitions for `topics`; returns those still missing.
-
-    A group member that subscribes before its topics have metadata gets no partitions and
-    kafka-python does not always rebalance later: the engine would sit idle and never decide
-    (seen in `langerhans run`; same guard as cgm-ingestion and alerts).
-    """
-    from kafka import KafkaConsumer
-
-    probe = KafkaConsumer(bootstrap_servers=servers)
-    try:
-        deadline = time.monotonic() + timeout_s
-        missing = list(topics)
-        while missing and time.monotonic() < deadline:
-            missing = [t for t in missing if not probe.partitions_for_topic(t)]
-            if missing:
-                time.sleep(0.5)
-        return missing
-    finally:
-        probe.close()
 
 
 async def run(settings: DosingEngineSettings, stop: asyncio.Event | None = None) -> None:

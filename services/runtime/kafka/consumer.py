@@ -64,6 +64,7 @@ __all__ = [
     "ConsumerRunner",
     "Handler",
     "RunnerConfig",
+    "await_topic_metadata",
     "count_pending_join_as_rejoin",
     "join_pending",
 ]
@@ -721,3 +722,23 @@ def join_pending(consumer: KafkaConsumer) -> bool:
 
 def _row(envelope: Envelope) -> tuple[str, str, int, int]:
     return (envelope.event_id, envelope.topic, envelope.partition, envelope.offset)
+
+
+def await_topic_metadata(servers: str, topics: list[str], timeout_s: float = 30.0) -> list[str]:
+    """Wait until the broker reports partitions for `topics`; returns those still missing.
+
+    A service started before its topics exist would otherwise join its group with nothing to
+    assign and wait for the next metadata-triggered rebalance; waiting here first starts it
+    with its partitions.
+    """
+    probe = KafkaConsumer(bootstrap_servers=servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not probe.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.5)
+        return missing
+    finally:
+        probe.close()
