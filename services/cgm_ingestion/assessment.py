@@ -105,14 +105,11 @@ class Assessment:
 
 def _window(points: Sequence[Point], index: int, span_s: float) -> list[Point]:
     """Points in (t_index - span_s, t_index], oldest first."""
-    end = points[index].time_s
-    out: list[Point] = []
-    for i in range(index, -1, -1):
-        if points[i].time_s <= end - span_s:
-            break
-        out.append(points[i])
-    out.reverse()
-    return out
+    limit = points[index].time_s - span_s
+    start = index
+    while start >= 0 and points[start].time_s > limit:
+        start -= 1
+    return list(points[start + 1 : index + 1])
 
 
 def rate_of_change(points: Sequence[Point], index: int) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from langerhans.cgm.v1 import cgm_pb2
 from langerhans.common.v1 import common_pb2
@@ -115,6 +116,21 @@ def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawRea
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _set_timestamp(target: Any, value: datetime) -> None:
+    """`Timestamp.FromDatetime` for an aware datetime (the same seconds and nanos, exact
+    integer arithmetic) without its time-tuple round trip: twice per validated reading."""
+    if value.tzinfo is None:
+        target.FromDatetime(value)
+        return
+    seconds, micros = divmod((value - _EPOCH) // _MICROSECOND, 1_000_000)
+    target.seconds = seconds
+    target.nanos = micros * 1000
+
+
 def reading_to_proto(
     reading: StoredReading, *, source: int = 0, device_id: str = "", original_unit: int = 0
 ) -> cgm_pb2.CgmReading:
@@ -133,8 +149,8 @@ def reading_to_proto(
         backfill=reading.backfilled,
         original_unit=original_unit,  # type: ignore[arg-type]
     )
-    message.measured_at.FromDatetime(reading.device_time)
-    message.received_at.FromDatetime(reading.received_at)
+    _set_timestamp(message.measured_at, reading.device_time)
+    _set_timestamp(message.received_at, reading.received_at)
     if reading.rate_mg_dl_per_min is not None:
         message.rate_mg_dl_per_min = reading.rate_mg_dl_per_min
     return message

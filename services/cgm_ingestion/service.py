@@ -7,9 +7,11 @@ the handler can put the outgoing events into the outbox in the same transaction.
 
 from __future__ import annotations
 
+import bisect
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -53,6 +55,9 @@ NIGHT_START_HOUR = 22
 NIGHT_END_HOUR = 7
 
 
+_device_time = attrgetter("device_time")
+
+
 @dataclass(frozen=True)
 class StoredReading:
     """A validated reading with its assessment, as stored and published."""
@@ -71,6 +76,28 @@ class StoredReading:
     received_at: datetime
     backfilled: bool = False
     sensor_started_at: datetime | None = None
+
+    def assessed(
+        self,
+        trend: Trend,
+        rate_mg_dl_per_min: float | None,
+        noise_level: int,
+        faults: frozenset[Fault],
+        quality: int,
+    ) -> StoredReading:
+        """`dataclasses.replace` with the assessment fields, without its per-call field
+        introspection and frozen `__setattr__`s (twice per reading on the hot path)."""
+        fields = dict(self.__dict__)
+        fields.update(
+            trend=trend,
+            rate_mg_dl_per_min=rate_mg_dl_per_min,
+            noise_level=noise_level,
+            faults=faults,
+            quality=quality,
+        )
+        copy = object.__new__(StoredReading)
+        copy.__dict__.update(fields)  # the cached point stays valid: same time and value
+        return copy
 
     def point(self) -> Point:
         # Computed once per reading: a series is turned into points for every new reading.
@@ -117,7 +144,9 @@ class ReadingStore(Protocol):
 
     def series(
         self, patient_id: str, sensor_id: str, start: datetime, end: datetime
-    ) -> list[StoredReading]: ...
+    ) -> list[StoredReading]:
+        """Readings of the series with start ≤ time ≤ end, in time order."""
+        ...
 
     def add(self, reading: StoredReading) -> bool:
         """Store a new reading; False if its identity is already stored (a late duplicate)."""
@@ -141,9 +170,11 @@ class IngestionService:
         self._store = store
         self._clock = clock
         self._zone = ZoneInfo(night_time_zone)
+        self._utc = night_time_zone == "UTC"
 
     def _is_night(self, at: datetime) -> bool:
-        hour = at.astimezone(self._zone).hour
+        # Asked several times per reading; a UTC time in the UTC zone needs no conversion.
+        hour = at.hour if self._utc and at.tzinfo is UTC else at.astimezone(self._zone).hour
         return hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR
 
     def reject(self, raw: RawReading, rejection: Rejection) -> IngestOutcome:
@@ -178,8 +209,9 @@ class IngestionService:
             t - timedelta(seconds=HISTORY_S),
             t + timedelta(seconds=AFFECTED_AFTER_S),
         )
-        later = [r for r in series if r.device_time > t]
-        earlier = [r for r in series if r.device_time < t]
+        # The series is in time order: two bisections instead of comparing every row twice.
+        earlier = series[: bisect.bisect_left(series, t, key=_device_time)]
+        later = series[bisect.bisect_right(series, t, key=_device_time) :]
         sensor_start = valid.sensor_started_at or self._store.first_seen(valid.sensor_id) or t
         self._store.note_sensor(valid.sensor_id, t)
         placeholder = StoredReading(
@@ -199,7 +231,7 @@ class IngestionService:
             sensor_started_at=sensor_start,
         )
         ordered = [*earlier, placeholder, *later]
-        points = [r.point() for r in ordered]
+        points = [r.__dict__.get("_point") or r.point() for r in ordered]
         index = len(earlier)
         reading = self._with_assessment(placeholder, points, index)
         if not self._store.add(reading):
@@ -230,13 +262,12 @@ class IngestionService:
             night=self._is_night(reading.device_time),
             out_of_sensor_range=reading.range_flag is not RangeFlag.IN_RANGE,
         )
-        return replace(
-            reading,
-            trend=result.trend,
-            rate_mg_dl_per_min=result.rate_mg_dl_per_min,
-            noise_level=result.noise_level,
-            faults=result.faults,
-            quality=result.quality,
+        return reading.assessed(
+            result.trend,
+            result.rate_mg_dl_per_min,
+            result.noise_level,
+            result.faults,
+            result.quality,
         )
 
     def _events_for(

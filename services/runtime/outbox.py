@@ -11,10 +11,12 @@ consumers dedupe on: at-least-once, never lost, never an event for a rolled-back
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.clock import Clock, SystemClock
@@ -92,6 +95,52 @@ def create_tables(engine: Engine) -> None:
 # Compiled once: building `insert().values(...)` per event costs more than executing it.
 _INSERT = outbox_events.insert()
 _BATCH_KEY = "langerhans_outbox_batch"
+# On SQLite the batch insert and the relay's read go straight to the driver (as the dedupe
+# rows do): SQLAlchemy's per-row parameter and result processing cost more CPU than SQLite.
+_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "event_type",
+    "source",
+    "event_time",
+    "content_type",
+    "payload",
+    "created_at",
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO outbox_events ({', '.join(_COLUMNS)})"  # noqa: S608 (constant names)
+    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SQLITE_PENDING = (
+    "SELECT id, event_id, topic, key, event_type, source, event_time, content_type, payload"
+    " FROM outbox_events WHERE published_at IS NULL ORDER BY id LIMIT ?"
+)
+
+
+def _sqlite_driver(session: Session) -> Any | None:
+    """The transaction's DBAPI connection when storage is SQLite, else None."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    return connection.connection.driver_connection
+
+
+def _time_to_db(session: Session) -> Callable[[datetime], Any]:
+    """How SQLAlchemy stores an outbox time on this dialect (its own bind processor)."""
+    dialect = session.get_bind().dialect
+    to_db = outbox_events.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
+    return to_db if to_db is not None else (lambda value: value)
+
+
+def _time_from_db(session: Session) -> Callable[[Any], datetime]:
+    """How SQLAlchemy reads an outbox time back on this dialect (its own result processor)."""
+    dialect = session.get_bind().dialect
+    impl = outbox_events.c.event_time.type.dialect_impl(dialect)
+    from_db = impl.result_processor(dialect, None)
+    if from_db is None:
+        return lambda value: value
+    return from_db  # type: ignore[return-value]
 
 
 class _Batch:
@@ -105,9 +154,32 @@ class _Batch:
         sa_event.listen(session, "after_rollback", self._end)
 
     def flush(self, session: Session) -> None:
-        if self.rows:
-            rows, self.rows = self.rows, []
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, []
+        raw = _sqlite_driver(session)
+        if raw is None:
             session.execute(_INSERT, rows)
+            return
+        to_db = _time_to_db(session)
+        values = [
+            (
+                r["event_id"],
+                r["topic"],
+                r["key"],
+                r["event_type"],
+                r["source"],
+                to_db(r["event_time"]),  # type: ignore[arg-type]
+                r["content_type"],
+                r["payload"],
+                to_db(r["created_at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+        try:
+            raw.executemany(_SQLITE_INSERT, values)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(_SQLITE_INSERT, None, exc) from exc
 
     def _before_commit(self, session: Session) -> None:
         if self.active:
@@ -192,6 +264,35 @@ def _aware(value: datetime) -> datetime:
 
 def pending_rows(session: Session, limit: int) -> list[OutboxRow]:
     """The oldest unpublished rows, in insertion order."""
+    raw = _sqlite_driver(session)
+    if raw is not None:
+        from_db = _time_from_db(session)
+        return [
+            OutboxRow(
+                id=row_id,
+                topic=topic,
+                envelope=Envelope(
+                    event_id=event_id,
+                    event_type=event_type,
+                    source=source,
+                    time=_aware(from_db(event_time)),
+                    key=key,
+                    data=bytes(payload),
+                    content_type=content_type,
+                ),
+            )
+            for (
+                row_id,
+                event_id,
+                topic,
+                key,
+                event_type,
+                source,
+                event_time,
+                content_type,
+                payload,
+            ) in raw.execute(_SQLITE_PENDING, (limit,))
+        ]
     rows = session.execute(
         select(outbox_events)
         .where(outbox_events.c.published_at.is_(None))
