@@ -11,6 +11,9 @@ service evaluates them (raise when the condition appears, hysteresis while open)
 
 `python -m bench.infusion_set` ends with
 `RESULT infusion_set detected=<n>/<N> within_3h_below_300=<n> median_min=<m> false_alarms=<k>`.
+`--explain` also prints, per dislodgement, what happened in the 4 h after it (true and sensor
+glucose, insulin the pump reported above the schedule, meals): why an alert came late. It uses
+the simulator's true glucose to explain, never to decide.
 """
 
 from __future__ import annotations
@@ -111,11 +114,12 @@ def _infusion_condition(
 
 
 def dislodged_figures(
-    params: InfusionSetParams, seed: int, controller: str
+    params: InfusionSetParams, seed: int, controller: str, result: RunResult | None = None
 ) -> tuple[list[tuple[int, Raise | None, int]], int]:
     """Per person: (dislodge minute, first raise after it or None, set change minute)."""
-    people = make_cohort()
-    result = run_cohort(people, SCENARIOS["cannula_dislodged"], controller, seed=seed)
+    people = make_cohort() if result is None else result.people
+    if result is None:
+        result = run_cohort(people, SCENARIOS["cannula_dislodged"], controller, seed=seed)
     rows: list[tuple[int, Raise | None, int]] = []
     false_alarms = 0
     for i in range(len(people)):
@@ -135,6 +139,59 @@ def dislodged_figures(
         false_alarms += len([r for r in raises if not dislodge <= r.t_min < fixed])
         rows.append((dislodge, during[0] if during else None, fixed))
     return rows, false_alarms
+
+
+def _deadline_min(result: RunResult, i: int, dislodge: int) -> int:
+    """Minutes from the dislodgement to the issue's limit: 3 h, or glucose (true or CGM) ≥ 300."""
+    k0 = dislodge // STEP_MIN
+    for k in range(k0, min(k0 + 180 // STEP_MIN + 1, result.cgm_mg_dl.shape[1])):
+        if result.glucose_mg_dl[i, k] >= 300 or result.cgm_mg_dl[i, k] >= 300:
+            return k * STEP_MIN - dislodge
+    return 180
+
+
+def explain(result: RunResult, rows: list[tuple[int, Raise | None, int]]) -> None:
+    """Per dislodgement: glucose, reported extra insulin and meals over the 4 h after it."""
+    print("    hh:mm = time of day; glucose true (CGM) at +0/+1/+2/+3/+4 h; U above schedule")
+    print("    reported per hour (lost); meals eaten −4…+4 h (min from dislodgement: g)")
+    slow = fasting = 0
+    rises: list[float] = []
+    for i, (dislodge, first, _fixed) in enumerate(rows):
+        therapy = result.people[i].therapy
+        k0 = dislodge // STEP_MIN
+        per_hour = 60 // STEP_MIN
+        steps = range(k0, min(k0 + 4 * per_hour, result.cgm_mg_dl.shape[1]))
+        extra = [0.0] * 4
+        for k in steps:
+            scheduled_u = therapy.basal_at((k * STEP_MIN) % 1440) * STEP_MIN / 60
+            extra[(k - k0) // per_hour] += result.basal_u[i, k] - scheduled_u + result.bolus_u[i, k]
+        marks = [k0 + h * per_hour for h in range(5) if k0 + h * per_hour < len(result.t_min)]
+        glucose = " ".join(
+            f"{result.glucose_mg_dl[i, k]:.0f}({result.cgm_mg_dl[i, k]})" for k in marks
+        )
+        meals = [
+            (m.t_min - dislodge, m.carbs_g)
+            for m in result.plans[i].meals
+            if -240 <= m.t_min - dislodge <= 240
+        ]
+        at_3h = result.glucose_mg_dl[i, min(k0 + 3 * per_hour, len(result.t_min) - 1)]
+        slow += at_3h < 160
+        if not any(-180 <= t <= 180 for t, _ in meals):
+            fasting += 1
+            rises.append(float(at_3h - result.glucose_mg_dl[i, k0]))
+        alert = "none" if first is None else f"+{first.t_min - dislodge} min"
+        print(
+            f"  person {i:2d} {(dislodge % 1440) // 60:02d}:{dislodge % 60:02d} "
+            f"ISF {therapy.isf_mg_dl_per_u:.0f} basal {therapy.basal_at(dislodge % 1440):.2f} U/h"
+            f" | {glucose} | U/h {' '.join(f'{u:+.1f}' for u in extra)}"
+            f" | meals {' '.join(f'{t:+d}:{g:.0f}' for t, g in meals) or '-'}"
+            f" | limit +{_deadline_min(result, i, dislodge)} min, alert {alert}"
+        )
+    median_rise = statistics.median(rises) if rises else float("nan")
+    print(
+        f"  true glucose < 160 mg/dL 3 h after the dislodgement: {slow}/{len(rows)}; no meal "
+        f"within 3 h either side: {fasting} (median rise over those 3 h {median_rise:.0f} mg/dL)"
+    )
 
 
 def standard_false_alarms(
@@ -160,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         "--controller", default="dosing-engine", help="sim controller: dosing-engine or baseline"
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print glucose, reported insulin and meals over the 4 h after each dislodgement",
+    )
+    parser.add_argument(
         "--stress",
         action="store_true",
         help=f"also count false alarms in the look-alike scenarios ({', '.join(STRESS)}, 7 days)",
@@ -169,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print("==> cannula_dislodged: 30 virtual people, one dislodged cannula each", flush=True)
     print(f"    controller: {args.controller}", flush=True)
-    rows, extra = dislodged_figures(params, args.seed, args.controller)
+    dislodged = run_cohort(
+        make_cohort(), SCENARIOS["cannula_dislodged"], args.controller, seed=args.seed
+    )
+    rows, extra = dislodged_figures(params, args.seed, args.controller, dislodged)
+    if args.explain:
+        explain(dislodged, rows)
     delays: list[float] = []
     good = 0
     for n, (dislodge, first, fixed) in enumerate(rows):
