@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from services.alerts.lifecycle import Alert, AlertState
 from services.alerts.model import AlertKind, Severity
-from services.alerts.repository import AlertRepository, BatchView
+from services.alerts.repository import AlertRepository, BatchView, StateCache
 from services.alerts.service import AlertsService, Channel, Delivery, DeliveryStatus, EscalationPlan
 from services.runtime import outbox
 from services.runtime.clock import Clock
@@ -284,6 +284,8 @@ class AlertsHandler:
         self._plan = default_plan
         self._batch: list[Envelope] | None = None
         self._readings: dict[str, cgm_pb2.CgmReading] = {}
+        # Person states this consumer committed, reused while the stored text is unchanged.
+        self.states = StateCache()
 
     def begin_batch(self, envelopes: list[Envelope]) -> None:
         self._batch = envelopes
@@ -308,7 +310,7 @@ class AlertsHandler:
                     continue
                 self._readings[envelope.event_id] = reading
                 patients.add(reading.patient_id)
-        BatchView.start(session, patients)
+        BatchView.start(session, patients, self.states)
 
     def __call__(self, envelope: Envelope, session: Session) -> None:
         if self._batch is not None and BatchView.of(session) is None:

@@ -74,3 +74,43 @@ def test_lows_in_one_batch_raise_one_alert_per_person_and_a_later_batch_resolves
         state = AlertRepository(session).load_state("p1")
     assert state is not None
     assert len(state.glucose) == 6
+
+
+def test_a_state_changed_by_another_writer_is_read_again_not_taken_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    """The consumer reuses the person states it committed; a write by anyone else (the
+    scheduler, the gRPC API, another process) must win over that cache."""
+    _engine, sessions = make_engine(tmp_path)
+    clock = FixedClock(T0 + timedelta(minutes=10))
+    handler = make_handler(clock, AlertTopics())
+    config = RunnerConfig(group_id="g", topics=["readings"], bootstrap_servers="unused")
+    runner = BatchRunner(config, handler, sessions, clock=FixedClock(T0))
+    runner.batch_handler = handler
+
+    runner._handle_batch([_reading("p1", m, 120) for m in (0, 5)])
+    # Another writer replaces the stored state: one reading only, and a low reservoir.
+    with sessions() as session, session.begin():
+        repository = AlertRepository(session)
+        state = repository.load_state("p1")
+        assert state is not None
+        state.glucose = state.glucose[:1]
+        state.reservoir_u = 3.0
+        repository.save_state(state, clock.now())
+
+    runner._handle_batch([_reading("p1", 10, 121), _reading("p2", 10, 130)])
+    with sessions() as session:
+        repository = AlertRepository(session)
+        stored = repository.load_state("p1")
+        kinds = set(repository.open_alerts("p1"))
+    assert stored is not None
+    assert [g.glucose_mg_dl for g in stored.glucose] == [120, 121]  # the other writer's state
+    assert stored.reservoir_u == 3.0
+    assert AlertKind.RESERVOIR_VERY_LOW in kinds
+
+    # Unchanged since the consumer's own commit: the next batch continues from it.
+    runner._handle_batch([_reading("p1", 15, 122)])
+    with sessions() as session:
+        again = AlertRepository(session).load_state("p1")
+    assert again is not None
+    assert [g.glucose_mg_dl for g in again.glucose] == [120, 121, 122]
