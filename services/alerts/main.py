@@ -58,7 +58,8 @@ class AlertsSettings(ServiceSettings):
     input_topics: tuple[str, ...] = INPUT_TOPICS
     alerts_topic: str = ALERTS_TOPIC
     deliveries_topic: str = DELIVERIES_TOPIC
-    transaction_batch: int = 100
+    # Up to a whole poll (500) per transaction: one fsync and one batch load per poll.
+    transaction_batch: int = 500
     webhook_secret: str = DEV_WEBHOOK_SECRET
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
