@@ -103,8 +103,19 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     # A relay pass waits for the write lock twice (read, then mark), i.e. behind up to two
     # consumer transactions: it must move more rows per pass than a transaction writes, or
     # it falls behind whenever the consumer has a backlog.
+    # On SQLite the relay reads pending rows from a WAL snapshot, without the write lock.
+    readers = (
+        create_service_engine(SERVICE, settings.database_url, read_only=True)
+        if engine.dialect.name == "sqlite"
+        else None
+    )
     relay = OutboxRelay(
-        sessions, producer, clock=clock, batch_size=RELAY_BATCH, poll_interval_s=0.01
+        sessions,
+        producer,
+        clock=clock,
+        batch_size=RELAY_BATCH,
+        poll_interval_s=0.01,
+        read_session_factory=sessionmaker(readers) if readers is not None else None,
     )
     cache = SeriesCache()
     handler = make_handler(
@@ -161,6 +172,8 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
         await run_service(settings, [definition], workers=[consume], metrics=True, stop=stop)
     finally:
         engine.dispose()
+        if readers is not None:
+            readers.dispose()
 
 
 def serve() -> int:

@@ -347,10 +347,15 @@ class OutboxRelay:
         poll_interval_s: float = 0.05,
         ack_timeout_s: float = 30.0,
         clock: Clock | None = None,
+        read_session_factory: sessionmaker[Session] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be ≥ 1")
         self._sessions = session_factory
+        # Pending rows are read here when given (a read-only SQLite engine: a WAL snapshot of
+        # committed rows without the write lock, so a pass does not queue behind the
+        # consumer's transaction twice); marking rows published always takes the lock.
+        self._readers = read_session_factory or session_factory
         self._producer = producer
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -362,7 +367,7 @@ class OutboxRelay:
 
     def publish_pending(self) -> int:
         """One pass: publish up to `batch_size` rows, wait for acks, mark; returns rows marked."""
-        with self._sessions() as session:
+        with self._readers() as session:
             rows = pending_rows(session, self._batch_size)
         if not rows:
             return 0
@@ -405,7 +410,7 @@ class OutboxRelay:
                 published = self.publish_pending()
                 total += published
                 if published == 0:
-                    with self._sessions() as session:
+                    with self._readers() as session:
                         if pending_count(session) == 0:
                             return total
                     deadline.wait(self._poll_interval_s)
@@ -436,7 +441,7 @@ class OutboxRelay:
 
     def _update_pending_gauge(self) -> None:
         try:
-            with self._sessions() as session:
+            with self._readers() as session:
                 OUTBOX_PENDING.set(pending_count(session))
         except Exception as exc:
             log.debug("outbox: pending count failed: %s", exc)

@@ -25,6 +25,7 @@ from services.runtime import outbox
 from services.runtime.db import create_service_engine, new_metadata, session_scope
 from services.runtime.kafka import ConsumerRunner, Envelope, EventProducer, RunnerConfig, dedupe
 from services.runtime.kafka.envelope import decode_headers
+from services.runtime.writer_lock import serialize_writers
 from tests.runtime.conftest import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -271,6 +272,37 @@ def test_rolled_back_change_leaves_no_outbox_row(tmp_path: Path) -> None:
     assert [(row.topic, row.envelope.data) for row in rows] == [("t.v1", b"2")]
     assert rows[0].envelope.event_id == envelope.event_id
     assert rows[0].envelope.time == envelope.time
+
+
+def test_relay_reads_committed_rows_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """With a read-only engine the relay's read does not queue behind a long transaction (it
+    sees a snapshot of committed rows only); marking rows published still takes the lock."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    engine = _engine(url, "test-app")
+    outbox.create_tables(engine)
+    serialize_writers(engine)
+    readers = sessionmaker(create_service_engine("test-app", url, read_only=True))
+    sessions = sessionmaker(engine)
+    with session_scope(sessions) as session:
+        outbox.add(session, "t.v1", "patient-1", b"committed", source="t", event_type="test.V")
+    relay = outbox.OutboxRelay(
+        sessions, EventProducer.__new__(EventProducer), read_session_factory=readers
+    )
+
+    read: list[list[bytes]] = []
+
+    def read_pending() -> None:
+        with relay._readers() as session:
+            read.append([r.envelope.data for r in outbox.pending_rows(session, 10)])
+
+    with sessions() as writer, writer.begin():
+        # A writer holds the lock with an uncommitted row.
+        outbox.add(writer, "t.v1", "patient-2", b"uncommitted", source="t", event_type="test.V")
+        thread = threading.Thread(target=read_pending)
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive()
+    assert read == [[b"committed"]]
 
 
 def test_batched_adds_are_one_insert_at_commit_and_vanish_with_a_rollback(
