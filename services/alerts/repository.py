@@ -147,6 +147,10 @@ _select_open = select(alerts).where(
 
 
 _insert_alert = alerts.insert()
+_select_delivery_key = select(deliveries.c.delivery_id).where(
+    deliveries.c.delivery_key == bindparam("b_key")
+)
+_insert_delivery = deliveries.insert()
 _update_alert = (
     update(alerts)
     .where(alerts.c.alert_id == bindparam("b_alert_id"))
@@ -625,34 +629,33 @@ class AlertRepository:
     def add_delivery(self, delivery: Delivery) -> bool:
         """Record the intent; False when this key was already recorded (nothing changes)."""
         exists = self._session.execute(
-            select(deliveries.c.delivery_id).where(
-                deliveries.c.delivery_key == delivery.delivery_key
-            )
+            _select_delivery_key, {"b_key": delivery.delivery_key}
         ).first()
         if exists:
             return False
         self._session.execute(
-            deliveries.insert().values(
-                delivery_id=delivery.delivery_id,
-                delivery_key=delivery.delivery_key,
-                alert_id=delivery.alert_id,
-                patient_id=delivery.patient_id,
-                recipient_id=delivery.recipient_id,
-                channel=delivery.channel.value,
-                address=delivery.address,
-                tier=int(delivery.tier),
-                notification_no=delivery.notification_no,
-                status=delivery.status.value,
-                attempts=delivery.attempts,
-                next_attempt_at_us=_us(delivery.next_attempt_at),
-                created_at_us=_us(delivery.created_at),
-                sent_at_us=_us(delivery.sent_at),
-                last_error=delivery.last_error[:500],
-                subject=delivery.subject[:200],
-                body=delivery.body,
-                kind=delivery.kind.value,
-                severity=delivery.severity.value,
-            )
+            _insert_delivery,
+            {
+                "delivery_id": delivery.delivery_id,
+                "delivery_key": delivery.delivery_key,
+                "alert_id": delivery.alert_id,
+                "patient_id": delivery.patient_id,
+                "recipient_id": delivery.recipient_id,
+                "channel": delivery.channel.value,
+                "address": delivery.address,
+                "tier": int(delivery.tier),
+                "notification_no": delivery.notification_no,
+                "status": delivery.status.value,
+                "attempts": delivery.attempts,
+                "next_attempt_at_us": _us(delivery.next_attempt_at),
+                "created_at_us": _us(delivery.created_at),
+                "sent_at_us": _us(delivery.sent_at),
+                "last_error": delivery.last_error[:500],
+                "subject": delivery.subject[:200],
+                "body": delivery.body,
+                "kind": delivery.kind.value,
+                "severity": delivery.severity.value,
+            },
         )
         return True
 
