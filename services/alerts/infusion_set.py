@@ -131,12 +131,21 @@ def _glucose_at(points: Sequence[GlucosePoint], at: datetime) -> float | None:
 def insulin_effect_mg_dl(
     state: PatientState, settings: AlertSettings, start: datetime, end: datetime
 ) -> tuple[float, float]:
-    """(glucose change the insulin above basal predicts over [start, end], units absorbed)."""
-    if not state.doses:
+    """(glucose change the insulin above basal predicts over [start, end], units absorbed).
+
+    Insulin pumped before the latest set change is left out: it may never have reached the
+    body (often why the set was changed), and expecting it to act would make the recovery
+    after a failed set look like another failure.
+    """
+    doses = state.doses
+    if state.set_changed_at is not None:
+        changed = state.set_changed_at
+        doses = [d for d in doses if d.time >= changed]
+    if not doses:
         return 0.0, 0.0
-    amounts = np.array([d.insulin_u for d in state.doses])
-    age_start = np.array([(start - d.time).total_seconds() / 60 for d in state.doses])
-    age_end = np.array([(end - d.time).total_seconds() / 60 for d in state.doses])
+    amounts = np.array([d.insulin_u for d in doses])
+    age_start = np.array([(start - d.time).total_seconds() / 60 for d in doses])
+    age_end = np.array([(end - d.time).total_seconds() / 60 for d in doses])
     iob_start, _ = insulin_curve(np.maximum(age_start, 0.0), _INSULIN_MODEL)
     iob_end, _ = insulin_curve(np.maximum(age_end, 0.0), _INSULIN_MODEL)
     # A dose given after `start` is whole at `start` (its IOB fraction then is 1).
@@ -254,6 +263,12 @@ def infusion_set_evidence(
     if latest is None or state.suspended_since is not None or state.occlusion_since is not None:
         return None
     if state.set_changed_at and state.set_changed_at > latest.time - params.window:
+        return None
+    # Cheap gate first (it runs on every reading): each judged reading must be high enough,
+    # which most readings are not; the same verdict as computing the features below.
+    judged = max(1, params.sustained_readings)
+    held = state.glucose[-judged:]
+    if len(held) < judged or any(p.glucose_mg_dl < params.min_glucose_mg_dl for p in held):
         return None
     features = infusion_set_features(state, settings, now, params.window, params.rebound_lookback)
     if features is None or not suspected(features, params):

@@ -144,3 +144,22 @@ def test_one_reading_over_the_line_is_not_enough_two_in_a_row_are() -> None:
     held = trace([*line(100, 157, 220), 158, 165, 167])
     assert infusion_set_evidence(held, SETTINGS, NOW) is not None
     assert raised(held)
+
+
+def test_insulin_pumped_before_a_set_change_is_not_expected_to_act() -> None:
+    # The loop's insulin went into the failed set; glucose still creeps up just after the new
+    # set. Counting the lost insulin would "expect" it to act and raise the alert again.
+    state = trace(line(110, 200), doses_u=0.0)
+    state.doses = [
+        InsulinDose(NOW - timedelta(minutes=m), 0.5, correction=True) for m in range(300, 134, -15)
+    ]
+    assert infusion_set_evidence(state, SETTINGS, NOW) is not None
+    state.set_changed_at = NOW - timedelta(minutes=130)
+    start = NOW - InfusionSetParams().window
+    assert insulin_effect_mg_dl(state, SETTINGS, start, NOW) == (0.0, 0.0)
+    assert infusion_set_evidence(state, SETTINGS, NOW) is None
+    # Insulin pumped through the new set counts as before.
+    state.doses.append(InsulinDose(NOW - timedelta(minutes=100), 2.0, correction=True))
+    effect_mg_dl, absorbed_u = insulin_effect_mg_dl(state, SETTINGS, start, NOW)
+    assert absorbed_u > 0.5
+    assert effect_mg_dl == pytest.approx(-absorbed_u * SETTINGS.isf_mg_dl_per_u)
