@@ -203,7 +203,7 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
     cdef double last_bolus, eventual, min_pred, min_guard, req, desired, upper, room, smb, cur_rate, act_now
     cdef double run_rate = p[P_RUN_RATE], run_rem = p[P_RUN_REM]
     cdef bint stale = False, future = False, no_increase = False, carbs_active = False
-    cdef bint running, low, flat, valid
+    cdef bint running, low, flat, valid, in_uam
     cdef int action = 0
     cdef double duration = 0.0
 
@@ -354,7 +354,10 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
             n_live += 1
 
     # ---- sensitivity ratio from deviations outside carb windows (autosens-like)
+    # oref0 autosens: a deviation while net IOB exceeds 2 × the scheduled basal (U against U/h),
+    # and the positive ones that follow it, belong to an unannounced meal, not to sensitivity
     n_sens = 0
+    in_uam = False
     for i in range(n_pairs):
         if ddt[i] <= 0.0 or ddt[i] > 15.0:
             continue
@@ -366,7 +369,12 @@ cdef int _decide(const double* p, const double* cgm_t, const double* cgm_v, Py_s
                 valid = False
                 break
         if valid:
-            sens_devs[n_sens] = (dbg[i] + isf * de[i]) * STEP_MIN / ddt[i]
+            o = (dbg[i] + isf * de[i]) * STEP_MIN / ddt[i]
+            if in_uam or grid_at(iob, origin, n_bins, x) > 2.0 * scheduled_basal(
+                    minute_of_day(x, now, utc), sched_start, sched_rate, n_sched):
+                in_uam = o > 0.0
+                continue
+            sens_devs[n_sens] = o
             n_sens += 1
     raw_ratio = 1.0
     if n_sens >= 24 and max_sched > 0.0:

@@ -228,13 +228,21 @@ def decide_packed_reference(  # noqa: PLR0917 — mirrors the compiled kernel's 
         if crel[j] <= 0.0 and crel[j] + 1.5 * cabs[j] > 0.0:
             carbs_active = True
 
+    # oref0 autosens: a deviation while net IOB exceeds 2 × the scheduled basal (U against U/h),
+    # and the positive ones that follow it, belong to an unannounced meal, not to sensitivity
     sens_devs: list[float] = []
+    in_uam = False
     for i in range(n_pairs):
         if ddt[i] <= 0.0 or ddt[i] > 15.0:
             continue
         x = (cgm_t[c0 + i] - now) / 60.0
         if all(_overlap(x, x + ddt[i], crel[j], crel[j] + 1.5 * cabs[j]) <= 0.0 for j in range(nc)):
-            sens_devs.append((dbg[i] + isf * de[i]) * STEP_MIN / ddt[i])
+            dev = (dbg[i] + isf * de[i]) * STEP_MIN / ddt[i]
+            basal_x = scheduled_basal(minute_of_day(x, now, utc), sched_start, sched_rate)
+            if in_uam or _grid_at(iob, origin, x) > 2.0 * basal_x:
+                in_uam = dev > 0.0
+                continue
+            sens_devs.append(dev)
     raw_ratio = 1.0
     n_sens = len(sens_devs)
     if n_sens >= 24 and max_sched > 0.0:

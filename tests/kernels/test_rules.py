@@ -329,6 +329,22 @@ def test_sensitivity_ratio_is_bounded() -> None:
     assert "SENSITIVITY_BOUNDED" in codes(d)
 
 
+def test_rise_with_insulin_on_board_is_an_unannounced_meal_not_resistance() -> None:
+    """oref0 autosens: deviations while net IOB > 2 × the scheduled basal (and the positive ones
+    right after) are left out, so an unannounced meal the loop is treating does not make the
+    person look resistant (which would shrink the ISF and add more insulin)."""
+    rising = [150.0 + 1.0 * i for i in range(97)]  # 8 h, +1 mg/dL per 5 min
+    plain = decide(state(rising, sensitivity_ratio=None))
+    assert plain.sensitivity_ratio > 1.0  # the same rise without insulin on board: resistance
+    # 4 U/h above the 1 U/h schedule for 8 h: net IOB is above 2 U after the first 40 min
+    high_temp = (Dose(t_s=NOW - 8 * 3600, kind=DoseKind.TEMP_BASAL, amount=5.0, duration_min=480),)
+    treated = decide(state(rising, sensitivity_ratio=None, doses=high_temp))
+    assert treated.iob_u > 2.0
+    assert treated.sensitivity_ratio == 1.0
+    inp = state(rising, sensitivity_ratio=None, doses=high_temp)
+    assert decide_reference(inp).sensitivity_ratio == treated.sensitivity_ratio
+
+
 def test_same_input_same_output_and_reference_agrees() -> None:
     inp = state(
         RISING_HIGH,
