@@ -315,6 +315,9 @@ class AlertsHandler:
     def __call__(self, envelope: Envelope, session: Session) -> None:
         if self._batch is not None and BatchView.of(session) is None:
             self._start_view(session)
+            # The batch's outgoing events become one multi-row insert at its commit (same
+            # transaction; nothing in alerts reads the outbox table back).
+            outbox.batch_inserts(session)
         handle(
             envelope,
             session,
