@@ -1,4 +1,5 @@
-"""Forecast margin for increases: one post-decision rule for the service and the in-silico bench.
+"""Forecast margin for increases and no micro-bolus after a low: rules applied around the compiled
+decision, shared by the service (live engine and gRPC `Decide`) and the in-silico bench.
 
 An increase (a micro-bolus, or a temp basal above the scheduled basal) is allowed only if the
 low-guard forecast minimum stays at or above the suspend threshold plus
@@ -7,7 +8,12 @@ the insulin on board acts that much stronger than assumed (sensitivity misjudged
 high). Otherwise the step is decided again in low-glucose-suspend mode, which runs the schedule
 (or the low guard's zero temp). The rule only ever removes insulin.
 
-Pure Python on the kernel's output (`kernels.decision`); the compiled kernels are unchanged.
+After a reading below 70 mg/dL the person has most likely eaten fast carbs the engine does not
+know of: for `post_low_no_smb_min` (default 120) a closed loop with micro-boluses is decided as a
+temp-basal closed loop, so the rise the rescue carbs cause is not chased with micro-boluses
+(oref0 similarly stops SMBs on sudden rises). It only ever removes insulin.
+
+Pure Python around the kernel (`kernels.decision`); the compiled kernels are unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +36,17 @@ from kernels.decision import (
 
 __all__ = [
     "DEFAULT_INCREASE_MARGIN_IOB_FRACTION",
+    "DEFAULT_POST_LOW_NO_SMB_MIN",
     "INCREASE_MARGIN_CODE",
     "INCREASE_MARGIN_TEXT",
+    "LOW_READING_MG_DL",
+    "NO_SMB_AFTER_LOW_CODE",
+    "NO_SMB_AFTER_LOW_TEXT",
     "check_iob_fraction",
+    "check_post_low_min",
     "decide_packed_with_margin",
     "decide_with_margin",
+    "low_reading_within",
     "proposes_increase",
     "within_increase_margin",
 ]
@@ -48,6 +60,33 @@ INCREASE_MARGIN_TEXT: Final = (
     "no increase, scheduled basal (or the low guard's zero temp)"
 )
 _SUSPEND_ONLY: Final = "SUSPEND_ONLY_MODE"  # the re-decision's mode, not the person's
+
+DEFAULT_POST_LOW_NO_SMB_MIN: Final = 120.0
+LOW_READING_MG_DL: Final = 70.0
+NO_SMB_AFTER_LOW_CODE: Final = "NO_SMB_AFTER_LOW"
+NO_SMB_AFTER_LOW_TEXT: Final = (
+    "a reading below 70 mg/dL recently (likely rescue carbs the engine does not know of): "
+    "temp basals only, no micro-bolus"
+)
+
+
+def check_post_low_min(post_low_no_smb_min: float) -> float:
+    """The no-micro-bolus-after-a-low window, validated: 0 (off) to 240 min."""
+    if not 0.0 <= post_low_no_smb_min <= 240.0:  # also rejects NaN
+        raise ValueError(f"post-low window must be within 0–240 min, got {post_low_no_smb_min}")
+    return float(post_low_no_smb_min)
+
+
+def low_reading_within(
+    cgm_t_s: npt.ArrayLike, cgm_mg_dl: npt.ArrayLike, now_s: float, window_min: float
+) -> bool:
+    """Whether a reading below 70 mg/dL was taken in the last `window_min` minutes."""
+    if window_min <= 0.0:
+        return False
+    t = np.asarray(cgm_t_s, dtype=np.float64)
+    g = np.asarray(cgm_mg_dl, dtype=np.float64)
+    recent = (t > now_s - window_min * 60.0) & (t <= now_s)
+    return bool(np.any(recent & (g < LOW_READING_MG_DL)))
 
 
 def check_iob_fraction(iob_fraction: float) -> float:
@@ -98,16 +137,30 @@ def _withhold_out(out: F64, isf_mg_dl_per_u: float, iob_fraction: float) -> bool
     )
 
 
+def _after_low_packed(packed: PackedInput, post_low_no_smb_min: float) -> PackedInput:
+    params = packed.params
+    if int(params[Param.MODE]) != Mode.CLOSED_LOOP_SMB or not low_reading_within(
+        packed.cgm_t_s, packed.cgm_mg_dl, float(params[Param.NOW_S]), post_low_no_smb_min
+    ):
+        return packed
+    params = params.copy()
+    params[Param.MODE] = float(Mode.CLOSED_LOOP)
+    return replace(packed, params=params)
+
+
 def decide_packed_with_margin(
     packed: PackedInput,
     iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
     out: F64 | None = None,
+    post_low_no_smb_min: float = DEFAULT_POST_LOW_NO_SMB_MIN,
 ) -> tuple[F64, bool]:
-    """`decide_packed` with the margin applied; returns (output slots, increase withheld).
+    """`decide_packed` with the margin (and no micro-bolus after a low) applied; returns
+    (output slots, increase withheld by the margin).
 
     The ISF is the packed one (`Param.ISF`); `packed` is not modified.
     """
     check_iob_fraction(iob_fraction)
+    packed = _after_low_packed(packed, check_post_low_min(post_low_no_smb_min))
     out = decide_packed(packed, out)
     if not _withhold_out(out, float(packed.params[Param.ISF]), iob_fraction):
         return out, False
@@ -117,15 +170,31 @@ def decide_packed_with_margin(
 
 
 def decide_with_margin(
-    inp: DecisionInput, iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION
+    inp: DecisionInput,
+    iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
+    post_low_no_smb_min: float = DEFAULT_POST_LOW_NO_SMB_MIN,
 ) -> Decision:
-    """`kernels.decision.decide` with the margin applied.
+    """`kernels.decision.decide` with the margin and no micro-bolus after a low applied.
 
-    A withheld increase returns the low-glucose-suspend decision for the same state, its
-    reasons led by `INCREASE_MARGIN` (the re-decision's "suspend-only mode" reason is dropped:
-    the person's mode is unchanged).
+    After a low reading a closed loop with micro-boluses is decided as a temp-basal closed loop
+    (reason `NO_SMB_AFTER_LOW` first). A withheld increase returns the low-glucose-suspend
+    decision for the same state, its reasons led by `INCREASE_MARGIN` (the re-decision's
+    "suspend-only mode" reason is dropped: the person's mode is unchanged).
     """
     check_iob_fraction(iob_fraction)
+    after_low = inp.mode == Mode.CLOSED_LOOP_SMB and low_reading_within(
+        inp.cgm_t_s, inp.cgm_mg_dl, inp.now_s, check_post_low_min(post_low_no_smb_min)
+    )
+    if after_low:
+        decision = _decide_with_margin(
+            inp.model_copy(update={"mode": Mode.CLOSED_LOOP}), iob_fraction
+        )
+        reasons = (ReasonDetail(NO_SMB_AFTER_LOW_CODE, NO_SMB_AFTER_LOW_TEXT), *decision.reasons)
+        return replace(decision, reasons=reasons)
+    return _decide_with_margin(inp, iob_fraction)
+
+
+def _decide_with_margin(inp: DecisionInput, iob_fraction: float) -> Decision:
     decision = decide(inp)
     withhold = proposes_increase(
         enact=decision.enact,

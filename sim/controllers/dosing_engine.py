@@ -30,7 +30,9 @@ from kernels.decision import (
 )
 from kernels.decision import TherapySettings as KernelSettings
 from kernels.increase_margin import (
+    DEFAULT_POST_LOW_NO_SMB_MIN,
     check_iob_fraction,
+    check_post_low_min,
     decide_packed_with_margin,
     proposes_increase,
     within_increase_margin,
@@ -71,8 +73,8 @@ class LoopTuning:
     late_carbs_min: float = 120.0  # a meal entered this long after eating gets no meal bolus
     # after a reading < 70 mg/dL the person has most likely eaten rescue carbs the loop does not
     # know about: no micro-boluses (temp basals only) for this long, so the rise they cause is
-    # not chased with SMBs (oref0 similarly disables SMB on sudden rises)
-    post_low_no_smb_min: float = 120.0
+    # not chased with SMBs (kernels.increase_margin, the service's rule; 0–240 min)
+    post_low_no_smb_min: float = DEFAULT_POST_LOW_NO_SMB_MIN
     isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
     # loop and meal-bolus carb ratio = pump CR × factor: meals are bolused when eating starts
     # (no pre-bolus) and carbs act faster than insulin, so meal insulin is front-loaded; the low
@@ -143,6 +145,7 @@ class DosingEngineController:
         self.therapy = therapy
         self.tuning = tuning or LoopTuning()
         check_iob_fraction(self.tuning.increase_margin_iob_fraction)
+        check_post_low_min(self.tuning.post_low_no_smb_min)
         self.settings = kernel_settings(therapy, self.tuning)
         meal_factor = self.tuning.meal_carb_ratio_factor
         self._meal_carb_ratio = (
@@ -227,6 +230,8 @@ class DosingEngineController:
         extra_bolus_u: float,
         bolus_running: bool,
         mode: Mode | None = None,
+        *,
+        post_low: bool = True,
     ) -> PackedInput:
         now_s = inp.t_min * 60.0
         pump = inp.pump
@@ -235,7 +240,8 @@ class DosingEngineController:
         if mode is not None:
             params[Param.MODE] = float(mode)
         elif (
-            self.tuning.mode == Mode.CLOSED_LOOP_SMB
+            post_low
+            and self.tuning.mode == Mode.CLOSED_LOOP_SMB
             and now_s - self._last_low_s < self.tuning.post_low_no_smb_min * 60.0
         ):
             params[Param.MODE] = float(Mode.CLOSED_LOOP)
@@ -372,9 +378,13 @@ class DosingEngineController:
             meal_u = self._meal_bolus_u(inp, remaining_g, late=late)
         tuning = self.tuning
         if meal_u == 0 and tuning.increase_hold_min <= 0 and not tuning.increase_margin_smb_only:
-            # the default: the shared rule exactly as the service applies it
+            # the default: the shared rules exactly as the service applies them (margin, and
+            # no micro-bolus after a low reading)
             out, withheld = decide_packed_with_margin(
-                self._packed(inp, 0.0, False), tuning.increase_margin_iob_fraction, self._out
+                self._packed(inp, 0.0, False, post_low=False),
+                tuning.increase_margin_iob_fraction,
+                self._out,
+                post_low_no_smb_min=tuning.post_low_no_smb_min,
             )
             self.decisions += 1 + int(withheld)
         else:
