@@ -33,7 +33,7 @@ from langerhans.cgm.v1 import cgm_pb2
 from langerhans.common.v1 import common_pb2
 
 from services.runtime.kafka.envelope import encode_headers, envelope_from_record, new_envelope
-from services.runtime.local_kafka import bootstrap_servers
+from services.runtime.local_kafka import KafkaPaths, bootstrap_servers
 from services.runtime.settings import REPO_ROOT
 from services.runtime.topics import TopicSpec, ensure_topics
 
@@ -64,6 +64,15 @@ def _cpu_report(processes: dict[str, int], before: dict[str, float], readings: i
         for name, pid in processes.items()
     ]
     return "CPU ms per reading: " + ", ".join(parts)
+
+
+def _local_broker_pid() -> int | None:
+    """The local broker's process (its CPU is part of the budget), if this machine runs it."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(KafkaPaths.default().pid_file.read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            return pid
+    return None
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -204,6 +213,7 @@ def _steady(
     seconds: int,
     now: datetime,
     tag: str,
+    pids: dict[str, int] | None = None,
 ) -> float:
     """Publish at `rate` readings/s for `seconds`; returns the p99 latency to validated (ms)."""
     print(f"==> steady: {rate} readings/s for {seconds} s", flush=True)
@@ -223,6 +233,7 @@ def _steady(
         message = _raw(patient, at, value)
         key = f"{patient}:{message.measured_at.seconds}"
         plan.append((patient, key, value, _encode(message)))
+    cpu_before = {name: _cpu_s(pid) for name, pid in (pids or {}).items()}
     next_t = time.perf_counter()
     for patient, key, value, encoded in plan:
         next_t += interval
@@ -260,6 +271,8 @@ def _steady(
     )
     _print_stages("validated", readings, sent_wall)
     _print_stages("alerts", alerts, lows_wall)
+    if pids:
+        print(f"    {_cpu_report(pids, cpu_before, len(sent))} (steady phase)")
     return p99
 
 
@@ -397,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         before = readings.count
         pids = {"alerts": processes[0].pid, "bench": os.getpid()}
         pids |= {f"cgm-ingestion#{n}": p.pid for n, p in enumerate(processes[1:])}
+        broker = _local_broker_pid()
+        if broker is not None:
+            pids["broker (shared with anything else using it)"] = broker
         cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         for encoded in burst:
@@ -429,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             now=now,
             tag="a",
+            pids=pids,
         )
         if p99 > 1000 and throughput < args.rate:
             rate = max(50, int(throughput * 0.5))
