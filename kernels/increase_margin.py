@@ -13,6 +13,12 @@ know of: for `post_low_no_smb_min` (default 120) a closed loop with micro-boluse
 temp-basal closed loop, so the rise the rescue carbs cause is not chased with micro-boluses
 (oref0 similarly stops SMBs on sudden rises). It only ever removes insulin.
 
+Falling faster than expected (oref0's "Min. Delta < Exp. Delta"): an increase is also withheld
+while glucose falls faster than the insulin on board explains, i.e. the smaller of the last
+5-min change and the 5–15 min average change is below BGI + (target − eventual BG) / 24, with BGI
+= −activity × ISF × 5 min. oref0 keeps the scheduled basal in that case; here it applies to
+micro-boluses too. It only ever removes insulin.
+
 Pure Python around the kernel (`kernels.decision`); the compiled kernels are unchanged.
 """
 
@@ -32,11 +38,14 @@ from kernels.decision import (
     ReasonDetail,
     decide,
     decide_packed,
+    pack,
 )
 
 __all__ = [
     "DEFAULT_INCREASE_MARGIN_IOB_FRACTION",
     "DEFAULT_POST_LOW_NO_SMB_MIN",
+    "FALLING_FASTER_CODE",
+    "FALLING_FASTER_TEXT",
     "INCREASE_MARGIN_CODE",
     "INCREASE_MARGIN_TEXT",
     "LOW_READING_MG_DL",
@@ -46,7 +55,10 @@ __all__ = [
     "check_post_low_min",
     "decide_packed_with_margin",
     "decide_with_margin",
+    "expected_delta_mg_dl",
+    "falling_faster_than_expected",
     "low_reading_within",
+    "min_delta_mg_dl",
     "proposes_increase",
     "within_increase_margin",
 ]
@@ -68,6 +80,66 @@ NO_SMB_AFTER_LOW_TEXT: Final = (
     "a reading below 70 mg/dL recently (likely rescue carbs the engine does not know of): "
     "temp basals only, no micro-bolus"
 )
+
+
+FALLING_FASTER_CODE: Final = "FALLING_FASTER_THAN_EXPECTED"
+FALLING_FASTER_TEXT: Final = (
+    "glucose falls faster than the insulin on board explains: no increase, scheduled basal "
+    "(or the low guard's zero temp)"
+)
+
+
+def min_delta_mg_dl(cgm_t_s: npt.ArrayLike, cgm_mg_dl: npt.ArrayLike) -> float | None:
+    """oref0's minDelta: the smaller of the change per 5 min against the readings 2.5–7.5 min
+    before the newest one and against those 2.5–17.5 min before it (None: no such reading)."""
+    t = np.asarray(cgm_t_s, dtype=np.float64)[-6:]
+    g = np.asarray(cgm_mg_dl, dtype=np.float64)[-6:]
+    if t.size < 2:
+        return None
+    age_min = (t[-1] - t[:-1]) / 60.0
+    per_5_min = (g[-1] - g[:-1]) / np.maximum(age_min, 1e-9) * 5.0
+    near = (age_min >= 2.5) & (age_min <= 7.5)
+    short = (age_min >= 2.5) & (age_min <= 17.5)
+    if not near.any():
+        return None
+    return float(min(per_5_min[near].mean(), per_5_min[short].mean()))
+
+
+def expected_delta_mg_dl(
+    *,
+    activity_u_per_min: float,
+    isf_mg_dl_per_u: float,
+    sensitivity_ratio: float,
+    target_mg_dl: float,
+    eventual_bg_mg_dl: float,
+) -> float:
+    """oref0's expectedDelta: the 5-min change the insulin acting now gives (BGI) plus a glide
+    from the eventual glucose to the target over 2 h."""
+    bgi = -activity_u_per_min * isf_mg_dl_per_u / sensitivity_ratio * 5.0
+    return bgi + (target_mg_dl - eventual_bg_mg_dl) / 24.0
+
+
+def falling_faster_than_expected(
+    *,
+    cgm_t_s: npt.ArrayLike,
+    cgm_mg_dl: npt.ArrayLike,
+    activity_u_per_min: float,
+    isf_mg_dl_per_u: float,
+    sensitivity_ratio: float,
+    target_mg_dl: float,
+    eventual_bg_mg_dl: float,
+) -> bool:
+    """Whether glucose falls faster than insulin on board explains (minDelta < expectedDelta)."""
+    md = min_delta_mg_dl(cgm_t_s, cgm_mg_dl)
+    if md is None:
+        return False
+    return md < expected_delta_mg_dl(
+        activity_u_per_min=activity_u_per_min,
+        isf_mg_dl_per_u=isf_mg_dl_per_u,
+        sensitivity_ratio=sensitivity_ratio,
+        target_mg_dl=target_mg_dl,
+        eventual_bg_mg_dl=eventual_bg_mg_dl,
+    )
 
 
 def check_post_low_min(post_low_no_smb_min: float) -> float:
@@ -120,21 +192,39 @@ def proposes_increase(
     return enact and (smb_u > 0 or raised)
 
 
-def _withhold_out(out: F64, isf_mg_dl_per_u: float, iob_fraction: float) -> bool:
-    return proposes_increase(
+def _withhold_out(packed: PackedInput, out: F64, iob_fraction: float) -> str | None:
+    """Why an increase proposed in `out` is withheld (a reason code), or None."""
+    if not proposes_increase(
         enact=bool(out[Out.ENACT]),
         action=Action(int(out[Out.ACTION])),
         rate_u_per_h=float(out[Out.RATE]),
         scheduled_u_per_h=float(out[Out.SCHEDULED_BASAL]),
         smb_u=float(out[Out.SMB]),
-    ) and not within_increase_margin(
+    ):
+        return None
+    p = packed.params
+    isf = float(p[Param.ISF])
+    ratio = float(out[Out.SENSITIVITY_RATIO])
+    if not within_increase_margin(
         min_guard_bg_mg_dl=float(out[Out.MIN_GUARD_BG]),
         threshold_mg_dl=float(out[Out.THRESHOLD]),
         iob_u=float(out[Out.IOB]),
-        isf_mg_dl_per_u=isf_mg_dl_per_u,
-        sensitivity_ratio=float(out[Out.SENSITIVITY_RATIO]),
+        isf_mg_dl_per_u=isf,
+        sensitivity_ratio=ratio,
         iob_fraction=iob_fraction,
-    )
+    ):
+        return INCREASE_MARGIN_CODE
+    if falling_faster_than_expected(
+        cgm_t_s=packed.cgm_t_s,
+        cgm_mg_dl=packed.cgm_mg_dl,
+        activity_u_per_min=float(out[Out.ACTIVITY]),
+        isf_mg_dl_per_u=isf,
+        sensitivity_ratio=ratio,
+        target_mg_dl=0.5 * float(p[Param.MIN_BG] + p[Param.MAX_BG]),
+        eventual_bg_mg_dl=float(out[Out.EVENTUAL_BG]),
+    ):
+        return FALLING_FASTER_CODE
+    return None
 
 
 def _after_low_packed(packed: PackedInput, post_low_no_smb_min: float) -> PackedInput:
@@ -162,7 +252,7 @@ def decide_packed_with_margin(
     check_iob_fraction(iob_fraction)
     packed = _after_low_packed(packed, check_post_low_min(post_low_no_smb_min))
     out = decide_packed(packed, out)
-    if not _withhold_out(out, float(packed.params[Param.ISF]), iob_fraction):
+    if _withhold_out(packed, out, iob_fraction) is None:
         return out, False
     params = packed.params.copy()
     params[Param.MODE] = float(Mode.LOW_GLUCOSE_SUSPEND)
@@ -196,25 +286,22 @@ def decide_with_margin(
 
 def _decide_with_margin(inp: DecisionInput, iob_fraction: float) -> Decision:
     decision = decide(inp)
-    withhold = proposes_increase(
+    if not proposes_increase(
         enact=decision.enact,
         action=decision.action,
         rate_u_per_h=decision.rate_u_per_h,
         scheduled_u_per_h=decision.scheduled_basal_u_per_h,
         smb_u=decision.smb_u,
-    ) and not within_increase_margin(
-        min_guard_bg_mg_dl=decision.min_guard_bg_mg_dl,
-        threshold_mg_dl=decision.threshold_mg_dl,
-        iob_u=decision.iob_u,
-        isf_mg_dl_per_u=inp.settings.isf_mg_dl_per_u,
-        sensitivity_ratio=decision.sensitivity_ratio,
-        iob_fraction=iob_fraction,
-    )
-    if not withhold:
+    ):
+        return decision
+    packed = pack(inp)  # the same decision on packed arrays, for the slots the rules read
+    code = _withhold_out(packed, decide_packed(packed), iob_fraction)
+    if code is None:
         return decision
     guarded = decide(inp.model_copy(update={"mode": Mode.LOW_GLUCOSE_SUSPEND}))
+    text = INCREASE_MARGIN_TEXT if code == INCREASE_MARGIN_CODE else FALLING_FASTER_TEXT
     reasons = (
-        ReasonDetail(INCREASE_MARGIN_CODE, INCREASE_MARGIN_TEXT),
+        ReasonDetail(code, text),
         *(r for r in guarded.reasons if r.code != _SUSPEND_ONLY),
     )
     return replace(guarded, reasons=reasons)

@@ -46,7 +46,7 @@ from sim.controller import (
 )
 from sim.person import TherapySettings
 
-__all__ = ["DosingEngineController", "LoopTuning", "kernel_settings"]
+__all__ = ["DosingEngineController", "LoopTuning", "carb_ratio_factor", "kernel_settings"]
 
 HISTORY_S: Final = 24 * 3600  # what the service keeps per person (autosens 8 h + 6 h DIA)
 _AGE_GROUP: Final = {"child": "child", "adolescent": "teen", "adult": "adult"}
@@ -78,8 +78,12 @@ class LoopTuning:
     isf_factor: float = 1.0  # loop ISF = pump ISF × factor (clinician's closed-loop setting)
     # loop and meal-bolus carb ratio = pump CR × factor: meals are bolused when eating starts
     # (no pre-bolus) and carbs act faster than insulin, so meal insulin is front-loaded; the low
-    # guard's zero temp after the bolus takes back part of it (in-silico tuning)
-    carb_ratio_factor: float = 0.8
+    # guard's zero temp after the bolus takes back part of it (in-silico tuning). Per age group,
+    # as a clinician sets a person's closed-loop ratio: children's and adolescents' meals rise
+    # fastest against their insulin (None: the adults' factor)
+    carb_ratio_factor: float = 0.75
+    carb_ratio_factor_child: float | None = 0.65
+    carb_ratio_factor_adolescent: float | None = 0.7
     # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
     # loop's low guard then runs the zero temp that takes it back (0 = off)
     meal_bolus_basal_min: float = 0.0
@@ -115,13 +119,23 @@ def _clip(x: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, x))
 
 
+def carb_ratio_factor(therapy: TherapySettings, tuning: LoopTuning) -> float:
+    """The loop's carb-ratio factor for the person's age group."""
+    by_age = {
+        "child": tuning.carb_ratio_factor_child,
+        "adolescent": tuning.carb_ratio_factor_adolescent,
+    }.get(therapy.age_group)
+    return tuning.carb_ratio_factor if by_age is None else by_age
+
+
 def kernel_settings(therapy: TherapySettings, tuning: LoopTuning) -> KernelSettings:
     """The person's pump settings as the decision kernel's therapy settings."""
+    cr_factor = carb_ratio_factor(therapy, tuning)
     min_bg = max(70.0, therapy.target_mg_dl + tuning.min_bg_offset_mg_dl)
     max_bg = max(min_bg, therapy.target_mg_dl + tuning.max_bg_offset_mg_dl)
     return KernelSettings(
         isf_mg_dl_per_u=_clip(therapy.isf_mg_dl_per_u * tuning.isf_factor, 10.0, 500.0),
-        carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * tuning.carb_ratio_factor, 2.0, 150.0),
+        carb_ratio_g_per_u=_clip(therapy.carb_ratio_g_per_u * cr_factor, 2.0, 150.0),
         min_bg_mg_dl=min_bg,
         max_bg_mg_dl=max_bg,
         suspend_threshold_mg_dl=tuning.suspend_threshold_mg_dl,
