@@ -142,12 +142,13 @@ def dislodged_figures(
 
 
 def _deadline_min(result: RunResult, i: int, dislodge: int) -> int:
-    """Minutes from the dislodgement to the issue's limit: 3 h, or glucose (true or CGM) ≥ 300."""
+    """Minutes from the dislodgement to the issue's limit: the first reading or true glucose
+    ≥ 300 within 3 h (an alert must come before it), else just past 3 h (181)."""
     k0 = dislodge // STEP_MIN
     for k in range(k0, min(k0 + 180 // STEP_MIN + 1, result.cgm_mg_dl.shape[1])):
         if result.glucose_mg_dl[i, k] >= 300 or result.cgm_mg_dl[i, k] >= 300:
             return k * STEP_MIN - dislodge
-    return 180
+    return 181
 
 
 def explain(result: RunResult, rows: list[tuple[int, Raise | None, int]]) -> None:
@@ -185,7 +186,7 @@ def explain(result: RunResult, rows: list[tuple[int, Raise | None, int]]) -> Non
             f"ISF {therapy.isf_mg_dl_per_u:.0f} basal {therapy.basal_at(dislodge % 1440):.2f} U/h"
             f" | {glucose} | U/h {' '.join(f'{u:+.1f}' for u in extra)}"
             f" | meals {' '.join(f'{t:+d}:{g:.0f}' for t, g in meals) or '-'}"
-            f" | limit +{_deadline_min(result, i, dislodge)} min, alert {alert}"
+            f" | limit +{min(180, _deadline_min(result, i, dislodge))} min, alert {alert}"
         )
     median_rise = statistics.median(rises) if rises else float("nan")
     print(
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         delay = first.t_min - dislodge
         delays.append(delay)
-        ok = delay <= 180 and first.true_mg_dl < 300 and first.cgm_mg_dl < 300
+        # In time: within 3 h, and glucose (true and CGM) never reached 300 before the alert.
+        ok = delay <= 180 and delay < _deadline_min(dislodged, n, dislodge)
         good += ok
         print(
             f"  person {n:2d}: alert {delay:4d} min after dislodgement at CGM {first.cgm_mg_dl:.0f}"
