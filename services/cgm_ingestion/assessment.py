@@ -156,11 +156,19 @@ def noise_level(points: Sequence[Point], index: int) -> int:
     5-min sampling gives only a few mg/dL, so σ ≈ rms(second differences) / √6.
     """
     window = _window(points, index, NOISE_WINDOW_S)
+    if len(window) < 4:
+        return 0  # fewer than two second differences
+    # Plain lists of times and values: the same arithmetic, without attribute lookups.
+    times = [p.time_s for p in window]
+    values = [p.glucose_mg_dl for p in window]
     second: list[float] = []
-    for a, b, c in zip(window, window[1:], window[2:], strict=False):
-        if b.time_s - a.time_s > CONSECUTIVE_MAX_S or c.time_s - b.time_s > CONSECUTIVE_MAX_S:
+    for i in range(2, len(window)):
+        if (
+            times[i - 1] - times[i - 2] > CONSECUTIVE_MAX_S
+            or times[i] - times[i - 1] > CONSECUTIVE_MAX_S
+        ):
             continue
-        second.append(c.glucose_mg_dl - 2 * b.glucose_mg_dl + a.glucose_mg_dl)
+        second.append(values[i] - 2 * values[i - 1] + values[i - 2])
     if len(second) < 2:
         return 0
     sigma = math.sqrt(sum(d * d for d in second) / len(second)) / math.sqrt(6)
