@@ -508,6 +508,15 @@ class ReadingRepository:
         if self._cache is not None:
             self._session.info["cgm_sensors"][sensor_id] = seen_us
 
+    def has_newer(self, patient_id: str, sensor_id: str, at: datetime) -> bool:
+        series = self._work.get((patient_id, sensor_id)) if self._cache else None
+        if series is not None and not series.rows and _us(at) >= series.loaded_from_us:
+            # The working series holds every stored reading from before `at` on, and there
+            # are none: nothing later is stored (saves a query per new person).
+            return False
+        latest = self.latest_time(patient_id, sensor_id)
+        return latest is not None and latest > at
+
     def latest_time(self, patient_id: str, sensor_id: str) -> datetime | None:
         series = self._work.get((patient_id, sensor_id)) if self._cache else None
         if series is not None and series.rows:

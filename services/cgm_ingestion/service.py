@@ -158,7 +158,9 @@ class ReadingStore(Protocol):
 
     def first_seen(self, sensor_id: str) -> datetime | None: ...
 
-    def latest_time(self, patient_id: str, sensor_id: str) -> datetime | None: ...
+    def has_newer(self, patient_id: str, sensor_id: str, at: datetime) -> bool:
+        """True when a reading of the series later than `at` is stored."""
+        ...
 
     def note_sensor(self, sensor_id: str, seen: datetime) -> None: ...
 
@@ -248,8 +250,7 @@ class IngestionService:
         return outcome
 
     def _has_newer(self, valid: ValidReading) -> bool:
-        latest = self._store.latest_time(valid.patient_id, valid.sensor_id)
-        return latest is not None and latest > valid.device_time
+        return self._store.has_newer(valid.patient_id, valid.sensor_id, valid.device_time)
 
     def _with_assessment(
         self, reading: StoredReading, points: list[Point], index: int

@@ -240,6 +240,10 @@ class FakeStore:
         ]
         return max(times) if times else None
 
+    def has_newer(self, patient_id, sensor_id, at):
+        latest = self.latest_time(patient_id, sensor_id)
+        return latest is not None and latest > at
+
 
 def make_service(now: datetime = T0 + timedelta(hours=3)) -> tuple[IngestionService, FakeStore]:
     store = FakeStore()
