@@ -130,14 +130,7 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
             transaction_batch=settings.transaction_batch,
             poll_timeout_ms=50,
             # Topics created while the service starts are found within seconds, not minutes.
-            # Under a steady trickle a fetch that returns at once comes back with a few
-            # records: the broker waits up to 10 ms for more, so each fetch (and its
-            # pure-Python parsing) carries ~10 ms of records. At most 10 ms of latency.
-            consumer_overrides={
-                "metadata_max_age_ms": 5000,
-                "fetch_min_bytes": 64 * 1024,
-                "fetch_max_wait_ms": 10,
-            },
+            consumer_overrides={"metadata_max_age_ms": 5000},
         ),
         handler,
         sessions,
