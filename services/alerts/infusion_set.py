@@ -58,7 +58,9 @@ class InfusionSetParams:
     min_expected_drop_mg_dl: float = 20.0
     # still rising over the last 20 min
     min_recent_slope_mg_dl_per_min: float = 0.3
-    rebound_lookback: timedelta = timedelta(minutes=150)
+    # A low within this time: its rescue carbs (never announced) are still rising in the
+    # window. The window + 1 h: at 150 min one standard-scenario rebound raised the alert.
+    rebound_lookback: timedelta = timedelta(minutes=180)
     rebound_below_mg_dl: float = 70.0
     # Within this time of announced carbs no verdict unless the residual reaches
     # meal_min_residual_mg_dl (None: never): in the simulated cohort normal post-meal rises

@@ -85,6 +85,7 @@ def test_the_expected_drop_comes_from_the_kernel_insulin_curve() -> None:
         "post_meal_rise",
         "unannounced_meal",
         "after_a_low",
+        "after_a_low_170_min_ago",
         "suspended",
         "set_changed",
         "below_160",
@@ -106,6 +107,8 @@ def test_not_suspected(case: str) -> None:
         state = trace([110] * 25 + line(110, 230, 60))
     elif case == "after_a_low":  # rebound after treating a low 130 min ago
         state.glucose[-27] = GlucosePoint(state.glucose[-27].time, 65)
+    elif case == "after_a_low_170_min_ago":  # the rescue carbs' rise is still in the 2-h window
+        state.glucose[-35] = GlucosePoint(state.glucose[-35].time, 65)
     elif case == "suspended":
         state.suspended_since = NOW - timedelta(minutes=30)
     elif case == "set_changed":
