@@ -109,7 +109,10 @@ def _dt(value_us: int | None) -> datetime | None:
 
 
 def _row(row: object) -> StoredReading:
-    m = row._mapping  # type: ignore[attr-defined]
+    return _from_mapping(row._mapping)  # type: ignore[attr-defined]
+
+
+def _from_mapping(m: Any) -> StoredReading:
     device_time = _dt(m["device_time_us"])
     received = _dt(m["received_at_us"])
     assert device_time is not None
@@ -182,6 +185,22 @@ SeriesKey = tuple[str, str]
 _plain_insert_reading = readings.insert()
 _READING_COLUMNS = tuple(c.name for c in readings.columns)
 _reading_tuple = itemgetter(*_READING_COLUMNS)
+_SQLITE_SERIES = (
+    f"SELECT {', '.join(_READING_COLUMNS)} FROM readings"  # noqa: S608 (constant names)
+    " WHERE patient_id = ? AND sensor_id = ? AND device_time_us >= ?"
+    " ORDER BY device_time_us"
+)
+_SQLITE_SERIES_UNTIL = _SQLITE_SERIES.replace(" ORDER BY", " AND device_time_us <= ? ORDER BY")
+
+
+def _sqlite_driver(session: Session) -> Any | None:
+    """The transaction's DBAPI connection when storage is SQLite, else None."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    return connection.connection.driver_connection
+
+
 _SQLITE_INSERT_READING = (
     f"INSERT INTO readings ({', '.join(_READING_COLUMNS)})"  # noqa: S608 (constant names)
     f" VALUES ({', '.join('?' * len(_READING_COLUMNS))})"
@@ -366,6 +385,16 @@ class ReadingRepository:
         if end_us is not None:
             conditions.append(readings.c.device_time_us <= end_us)
         self._flush_pending()
+        raw = _sqlite_driver(self._session)
+        if raw is not None:
+            # Straight to the driver (a statement built per new series cost more than its run;
+            # the columns are plain values, the Boolean read as SQLAlchemy reads it: bool()).
+            sql = _SQLITE_SERIES if end_us is None else _SQLITE_SERIES_UNTIL
+            params = (patient_id, sensor_id, start_us) + (() if end_us is None else (end_us,))
+            return [
+                _from_mapping(dict(zip(_READING_COLUMNS, r, strict=True)))
+                for r in raw.execute(sql, params)
+            ]
         rows = self._session.execute(
             select(readings).where(*conditions).order_by(readings.c.device_time_us)
         )
@@ -483,9 +512,16 @@ class ReadingRepository:
             cached = self._cache.sensor(sensor_id)
             if cached is not None:
                 return cached
-        value = self._session.execute(
-            select(sensors.c.first_seen_us).where(sensors.c.sensor_id == sensor_id)
-        ).scalar_one_or_none()
+        raw = _sqlite_driver(self._session)
+        if raw is not None:
+            found = raw.execute(
+                "SELECT first_seen_us FROM sensors WHERE sensor_id = ?", (sensor_id,)
+            ).fetchone()
+            value = None if found is None else found[0]
+        else:
+            value = self._session.execute(
+                select(sensors.c.first_seen_us).where(sensors.c.sensor_id == sensor_id)
+            ).scalar_one_or_none()
         if value is not None and self._cache is not None:
             self._session.info["cgm_sensors"][sensor_id] = value
         return None if value is None else int(value)
@@ -497,7 +533,16 @@ class ReadingRepository:
         """Remember when a sensor was first seen (its warm-up clock when it does not say)."""
         current = self._first_seen_us(sensor_id)
         seen_us = _us(seen)
-        if current is None:
+        raw = _sqlite_driver(self._session)
+        if current is None and raw is not None:
+            try:
+                raw.execute(
+                    "INSERT INTO sensors (sensor_id, first_seen_us) VALUES (?, ?)",
+                    (sensor_id, seen_us),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError("INSERT INTO sensors", None, exc) from exc
+        elif current is None:
             self._session.execute(
                 _insert_sensor, [{"sensor_id": sensor_id, "first_seen_us": seen_us}]
             )
