@@ -153,6 +153,9 @@ _select_delivery_key = select(deliveries.c.delivery_id).where(
     deliveries.c.delivery_key == bindparam("b_key")
 )
 _insert_delivery = deliveries.insert()
+_select_plan = select(escalation_plans.c.plan_json).where(
+    escalation_plans.c.patient_id == bindparam("b_patient")
+)
 _update_alert = (
     update(alerts)
     .where(alerts.c.alert_id == bindparam("b_alert_id"))
@@ -544,9 +547,7 @@ class AlertRepository:
         return version
 
     def plan(self, patient_id: str) -> EscalationPlan:
-        text = self._session.execute(
-            select(escalation_plans.c.plan_json).where(escalation_plans.c.patient_id == patient_id)
-        ).scalar_one_or_none()
+        text = self._session.execute(_select_plan, {"b_patient": patient_id}).scalar_one_or_none()
         if text:
             return plan_from_json(text)
         if self._default_plan is not None:
