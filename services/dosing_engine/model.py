@@ -30,7 +30,11 @@ from kernels.decision import (
     PumpState,
     TherapySettings,
 )
-from kernels.increase_margin import INCREASE_MARGIN_CODE
+from kernels.increase_margin import (
+    FALLING_FASTER_CODE,
+    INCREASE_MARGIN_CODE,
+    NO_SMB_AFTER_LOW_CODE,
+)
 from services.runtime.errors import InvalidArgument
 
 __all__ = [
@@ -101,6 +105,8 @@ _REASON_CODE: Final = {
     "ZERO_TEMP_CUT": R.DOSING_REASON_CODE_ZERO_TEMP_SHORTENED,
     "RESUME": R.DOSING_REASON_CODE_IN_RANGE,
     INCREASE_MARGIN_CODE: R.DOSING_REASON_CODE_INCREASE_MARGIN,
+    NO_SMB_AFTER_LOW_CODE: R.DOSING_REASON_CODE_NO_SMB_AFTER_LOW,
+    FALLING_FASTER_CODE: R.DOSING_REASON_CODE_FALLING_FASTER_THAN_EXPECTED,
 }
 
 

@@ -156,6 +156,8 @@ def test_the_service_reports_the_reason_and_holds_micro_boluses(
     held = decisions[1:24]
     assert _micro_bolus_decisions(held) == 0
     assert all("rescue carbs" in held[i].reasons[0].message for i in range(len(held)))
+    no_smb_after_low = dosing_pb2.DOSING_REASON_CODE_NO_SMB_AFTER_LOW
+    assert all(decision.reasons[0].code == no_smb_after_low for decision in held)
     by_id = {c.command_id: c for c in commands}
     held_commands = [by_id[c] for d in held for c in d.command_ids]
     assert not any(c.HasField("deliver_bolus") for c in held_commands)
