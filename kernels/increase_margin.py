@@ -44,6 +44,7 @@ from kernels.decision import (
 __all__ = [
     "DEFAULT_INCREASE_MARGIN_IOB_FRACTION",
     "DEFAULT_POST_LOW_NO_SMB_MIN",
+    "DEFAULT_SENSOR_ERROR_FRACTION",
     "FALLING_FASTER_CODE",
     "FALLING_FASTER_TEXT",
     "INCREASE_MARGIN_CODE",
@@ -53,6 +54,7 @@ __all__ = [
     "NO_SMB_AFTER_LOW_TEXT",
     "check_iob_fraction",
     "check_post_low_min",
+    "check_sensor_error_fraction",
     "decide_packed_with_margin",
     "decide_with_margin",
     "expected_delta_mg_dl",
@@ -71,6 +73,9 @@ INCREASE_MARGIN_TEXT: Final = (
     "forecast minimum too close to the suspend threshold for the insulin on board: "
     "no increase, scheduled basal (or the low guard's zero temp)"
 )
+# CGM calibration error grows with glucose (iCGM: ±15 % above 100 mg/dL, 99 % within ±40 %);
+# a session reading this share high makes the forecast minimum that much too high
+DEFAULT_SENSOR_ERROR_FRACTION: Final = 0.12
 _SUSPEND_ONLY: Final = "SUSPEND_ONLY_MODE"  # the re-decision's mode, not the person's
 
 DEFAULT_POST_LOW_NO_SMB_MIN: Final = 120.0
@@ -168,6 +173,13 @@ def check_iob_fraction(iob_fraction: float) -> float:
     return float(iob_fraction)
 
 
+def check_sensor_error_fraction(sensor_error_fraction: float) -> float:
+    """The sensor-error allowance, validated: a share of the forecast minimum, 0 (off) to 0.4."""
+    if not 0.0 <= sensor_error_fraction <= 0.4:  # also rejects NaN
+        raise ValueError(f"sensor error fraction must be within 0–0.4, got {sensor_error_fraction}")
+    return float(sensor_error_fraction)
+
+
 def within_increase_margin(
     *,
     min_guard_bg_mg_dl: float,
@@ -176,12 +188,15 @@ def within_increase_margin(
     isf_mg_dl_per_u: float,
     sensitivity_ratio: float,
     iob_fraction: float,
+    sensor_error_fraction: float = DEFAULT_SENSOR_ERROR_FRACTION,
 ) -> bool:
-    """Whether the forecast minimum clears the threshold by the margin for the insulin on board
+    """Whether the forecast minimum, lowered by the sensor-error allowance (a reading that is
+    that share too high), clears the threshold by the margin for the insulin on board
     (negative IOB gives no margin below zero)."""
     isf_eff = isf_mg_dl_per_u / sensitivity_ratio
     margin_mg_dl = iob_fraction * max(0.0, iob_u) * isf_eff
-    return min_guard_bg_mg_dl >= threshold_mg_dl + margin_mg_dl
+    worst_min_mg_dl = min_guard_bg_mg_dl * (1.0 - sensor_error_fraction)
+    return worst_min_mg_dl >= threshold_mg_dl + margin_mg_dl
 
 
 def proposes_increase(
@@ -192,7 +207,9 @@ def proposes_increase(
     return enact and (smb_u > 0 or raised)
 
 
-def _withhold_out(packed: PackedInput, out: F64, iob_fraction: float) -> str | None:
+def _withhold_out(
+    packed: PackedInput, out: F64, iob_fraction: float, sensor_error_fraction: float
+) -> str | None:
     """Why an increase proposed in `out` is withheld (a reason code), or None."""
     if not proposes_increase(
         enact=bool(out[Out.ENACT]),
@@ -212,6 +229,7 @@ def _withhold_out(packed: PackedInput, out: F64, iob_fraction: float) -> str | N
         isf_mg_dl_per_u=isf,
         sensitivity_ratio=ratio,
         iob_fraction=iob_fraction,
+        sensor_error_fraction=sensor_error_fraction,
     ):
         return INCREASE_MARGIN_CODE
     if falling_faster_than_expected(
@@ -243,6 +261,7 @@ def decide_packed_with_margin(
     iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
     out: F64 | None = None,
     post_low_no_smb_min: float = DEFAULT_POST_LOW_NO_SMB_MIN,
+    sensor_error_fraction: float = DEFAULT_SENSOR_ERROR_FRACTION,
 ) -> tuple[F64, bool]:
     """`decide_packed` with the margin (and no micro-bolus after a low) applied; returns
     (output slots, increase withheld by the margin).
@@ -250,9 +269,10 @@ def decide_packed_with_margin(
     The ISF is the packed one (`Param.ISF`); `packed` is not modified.
     """
     check_iob_fraction(iob_fraction)
+    check_sensor_error_fraction(sensor_error_fraction)
     packed = _after_low_packed(packed, check_post_low_min(post_low_no_smb_min))
     out = decide_packed(packed, out)
-    if _withhold_out(packed, out, iob_fraction) is None:
+    if _withhold_out(packed, out, iob_fraction, sensor_error_fraction) is None:
         return out, False
     params = packed.params.copy()
     params[Param.MODE] = float(Mode.LOW_GLUCOSE_SUSPEND)
@@ -263,6 +283,7 @@ def decide_with_margin(
     inp: DecisionInput,
     iob_fraction: float = DEFAULT_INCREASE_MARGIN_IOB_FRACTION,
     post_low_no_smb_min: float = DEFAULT_POST_LOW_NO_SMB_MIN,
+    sensor_error_fraction: float = DEFAULT_SENSOR_ERROR_FRACTION,
 ) -> Decision:
     """`kernels.decision.decide` with the margin and no micro-bolus after a low applied.
 
@@ -272,19 +293,22 @@ def decide_with_margin(
     "suspend-only mode" reason is dropped: the person's mode is unchanged).
     """
     check_iob_fraction(iob_fraction)
+    check_sensor_error_fraction(sensor_error_fraction)
     after_low = inp.mode == Mode.CLOSED_LOOP_SMB and low_reading_within(
         inp.cgm_t_s, inp.cgm_mg_dl, inp.now_s, check_post_low_min(post_low_no_smb_min)
     )
     if after_low:
         decision = _decide_with_margin(
-            inp.model_copy(update={"mode": Mode.CLOSED_LOOP}), iob_fraction
+            inp.model_copy(update={"mode": Mode.CLOSED_LOOP}), iob_fraction, sensor_error_fraction
         )
         reasons = (ReasonDetail(NO_SMB_AFTER_LOW_CODE, NO_SMB_AFTER_LOW_TEXT), *decision.reasons)
         return replace(decision, reasons=reasons)
-    return _decide_with_margin(inp, iob_fraction)
+    return _decide_with_margin(inp, iob_fraction, sensor_error_fraction)
 
 
-def _decide_with_margin(inp: DecisionInput, iob_fraction: float) -> Decision:
+def _decide_with_margin(
+    inp: DecisionInput, iob_fraction: float, sensor_error_fraction: float
+) -> Decision:
     decision = decide(inp)
     if not proposes_increase(
         enact=decision.enact,
@@ -295,7 +319,7 @@ def _decide_with_margin(inp: DecisionInput, iob_fraction: float) -> Decision:
     ):
         return decision
     packed = pack(inp)  # the same decision on packed arrays, for the slots the rules read
-    code = _withhold_out(packed, decide_packed(packed), iob_fraction)
+    code = _withhold_out(packed, decide_packed(packed), iob_fraction, sensor_error_fraction)
     if code is None:
         return decision
     guarded = decide(inp.model_copy(update={"mode": Mode.LOW_GLUCOSE_SUSPEND}))

@@ -31,8 +31,10 @@ from kernels.decision import (
 from kernels.decision import TherapySettings as KernelSettings
 from kernels.increase_margin import (
     DEFAULT_POST_LOW_NO_SMB_MIN,
+    DEFAULT_SENSOR_ERROR_FRACTION,
     check_iob_fraction,
     check_post_low_min,
+    check_sensor_error_fraction,
     decide_packed_with_margin,
     proposes_increase,
     within_increase_margin,
@@ -104,6 +106,14 @@ class LoopTuning:
     # forecast assumes (sensitivity misjudged, sensor reading high). Below it the step runs the
     # schedule (or the low guard's lower temp); 0 = off
     increase_margin_iob_fraction: float = 0.2
+    # the margin's allowance for CGM calibration error: the forecast minimum × (1 − this) must
+    # clear it (a session reading this share high; kernels.increase_margin, the service's rule)
+    increase_margin_sensor_error_fraction: float = DEFAULT_SENSOR_ERROR_FRACTION
+    # the meal bolus corrects to the loop's target (middle of its range) instead of the pump's
+    meal_bolus_to_loop_target: bool = False
+    # a rising trend adds this many minutes of it to the glucose the meal bolus corrects (the
+    # calculator already reduces for a falling trend); 0 = off
+    meal_rising_trend_min: float = 0.0
     # the margin applies to micro-boluses only (the loop may still raise the temp basal)
     increase_margin_smb_only: bool = False
     # no micro-boluses while IOB exceeds this share of max IOB (temp basals only, still within
@@ -160,6 +170,7 @@ class DosingEngineController:
         self.tuning = tuning or LoopTuning()
         check_iob_fraction(self.tuning.increase_margin_iob_fraction)
         check_post_low_min(self.tuning.post_low_no_smb_min)
+        check_sensor_error_fraction(self.tuning.increase_margin_sensor_error_fraction)
         self.settings = kernel_settings(therapy, self.tuning)
         meal_factor = self.tuning.meal_carb_ratio_factor
         self._meal_carb_ratio = (
@@ -312,6 +323,7 @@ class DosingEngineController:
             isf_mg_dl_per_u=self.settings.isf_mg_dl_per_u,
             sensitivity_ratio=float(out[Out.SENSITIVITY_RATIO]),
             iob_fraction=self.tuning.increase_margin_iob_fraction,
+            sensor_error_fraction=self.tuning.increase_margin_sensor_error_fraction,
         )
 
     def _step_with_levers(self, inp: ControllerInput, meal_u: float, now_s: float) -> np.ndarray:
@@ -399,6 +411,7 @@ class DosingEngineController:
                 tuning.increase_margin_iob_fraction,
                 self._out,
                 post_low_no_smb_min=tuning.post_low_no_smb_min,
+                sensor_error_fraction=tuning.increase_margin_sensor_error_fraction,
             )
             self.decisions += 1 + int(withheld)
         else:
@@ -438,19 +451,25 @@ class DosingEngineController:
             return 0.0
         now_s = inp.t_min * 60.0
         fresh = now_s - self._cgm_t[-1] <= 12 * 60
-        bg = self._cgm_g[-1] if fresh else th.target_mg_dl
-        if late and bg > th.target_mg_dl:
+        target = th.target_mg_dl
+        if self.tuning.meal_bolus_to_loop_target:
+            target = 0.5 * (ks.min_bg_mg_dl + ks.max_bg_mg_dl)
+        bg = self._cgm_g[-1] if fresh else target
+        trend = self._trend_mg_dl_per_min(now_s) if fresh else 0.0
+        if trend > 0 and not late:
+            bg = min(401.0, bg + trend * self.tuning.meal_rising_trend_min)
+        if late and bg > target:
             fraction = self.tuning.late_meal_correction_fraction
-            bg = th.target_mg_dl + fraction * (bg - th.target_mg_dl)
+            bg = target + fraction * (bg - target)
         iob = float(self._decide(inp)[Out.IOB]) if self.tuning.subtract_iob_from_meal else 0.0
         advice = bolus_advice(
             carbs_g=min(carbs_g, 250.0),
             bg_mg_dl=bg,
-            target_mg_dl=th.target_mg_dl,
+            target_mg_dl=target,
             isf_mg_dl_per_u=ks.isf_mg_dl_per_u,
             carb_ratio_g_per_u=self._meal_carb_ratio,
             iob_u=iob,
-            trend_mg_dl_per_min=self._trend_mg_dl_per_min(now_s) if fresh else 0.0,
+            trend_mg_dl_per_min=trend,
             max_bolus_u=th.max_bolus_u,
             age_group=_AGE_GROUP[th.age_group],
         )
