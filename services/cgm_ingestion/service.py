@@ -15,18 +15,14 @@ from operator import attrgetter
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from kernels.cgm_assess import Series, assess, compression_episode, faults_at, gap_before_s
 from services.cgm_ingestion.assessment import (
     GAP_THRESHOLD_S,
     NOISE_WINDOW_S,
     TREND_WINDOW_S,
     Assessment,
     Fault,
-    Point,
     Trend,
-    assess,
-    compression_episode,
-    faults_at,
-    gap_before_s,
 )
 from services.cgm_ingestion.readings import (
     RangeFlag,
@@ -96,15 +92,16 @@ class StoredReading:
             quality=quality,
         )
         copy = object.__new__(StoredReading)
-        copy.__dict__.update(fields)  # the cached point stays valid: same time and value
+        copy.__dict__.update(fields)  # the cached time stays valid: same device time
         return copy
 
-    def point(self) -> Point:
-        # Computed once per reading: a series is turned into points for every new reading.
-        cached: Point | None = self.__dict__.get("_point")
+    def time_s(self) -> float:
+        """`device_time.timestamp()`, computed once: a series is turned into times for
+        every new reading."""
+        cached: float | None = self.__dict__.get("_time_s")
         if cached is None:
-            cached = Point(self.device_time.timestamp(), float(self.glucose_mg_dl))
-            self.__dict__["_point"] = cached
+            cached = self.device_time.timestamp()
+            self.__dict__["_time_s"] = cached
         return cached
 
 
@@ -233,7 +230,7 @@ class IngestionService:
             sensor_started_at=sensor_start,
         )
         ordered = [*earlier, placeholder, *later]
-        points = [r.__dict__.get("_point") or r.point() for r in ordered]
+        points = Series([r.time_s() for r in ordered], [float(r.glucose_mg_dl) for r in ordered])
         index = len(earlier)
         reading = self._with_assessment(placeholder, points, index)
         if not self._store.add(reading):
@@ -252,9 +249,7 @@ class IngestionService:
     def _has_newer(self, valid: ValidReading) -> bool:
         return self._store.has_newer(valid.patient_id, valid.sensor_id, valid.device_time)
 
-    def _with_assessment(
-        self, reading: StoredReading, points: list[Point], index: int
-    ) -> StoredReading:
+    def _with_assessment(self, reading: StoredReading, points: Series, index: int) -> StoredReading:
         started = reading.sensor_started_at
         result: Assessment = assess(
             points,
@@ -271,9 +266,7 @@ class IngestionService:
             result.quality,
         )
 
-    def _events_for(
-        self, reading: StoredReading, points: list[Point], index: int
-    ) -> list[CgmEvent]:
+    def _events_for(self, reading: StoredReading, points: Series, index: int) -> list[CgmEvent]:
         events: list[CgmEvent] = []
         gap_s = gap_before_s(points, index)
         if gap_s is not None:
@@ -282,7 +275,7 @@ class IngestionService:
                     kind=CgmEventKind.GAP_DETECTED,
                     patient_id=reading.patient_id,
                     sensor_id=reading.sensor_id,
-                    start_time=datetime.fromtimestamp(points[index - 1].time_s, UTC),
+                    start_time=datetime.fromtimestamp(points.times_s[index - 1], UTC),
                     end_time=reading.device_time,
                     detail=f"no readings for {gap_s / 60:.0f} min",
                 )
@@ -317,9 +310,11 @@ class IngestionService:
         return events
 
     @staticmethod
-    def _warm_up_reported(points: list[Point], index: int, reading: StoredReading) -> bool:
+    def _warm_up_reported(points: Series, index: int, reading: StoredReading) -> bool:
         started = reading.sensor_started_at
-        return index > 0 and started is not None and points[index - 1].time_s >= started.timestamp()
+        return (
+            index > 0 and started is not None and points.times_s[index - 1] >= started.timestamp()
+        )
 
     @staticmethod
     def _fault(reading: StoredReading, fault: Fault, at: datetime, detail: str) -> CgmEvent:
