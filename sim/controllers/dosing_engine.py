@@ -109,8 +109,9 @@ class LoopTuning:
     # the margin's allowance for CGM calibration error: the forecast minimum × (1 − this) must
     # clear it (a session reading this share high; kernels.increase_margin, the service's rule)
     increase_margin_sensor_error_fraction: float = DEFAULT_SENSOR_ERROR_FRACTION
-    # the meal bolus corrects to the loop's target (middle of its range) instead of the pump's
-    meal_bolus_to_loop_target: bool = False
+    # the meal bolus corrects to the loop's target (middle of its range) instead of the pump's:
+    # one target in closed loop, as in AndroidAPS's bolus wizard (measured: TIR +0.2–0.5)
+    meal_bolus_to_loop_target: bool = True
     # a rising trend adds this many minutes of it to the glucose the meal bolus corrects (the
     # calculator already reduces for a falling trend); 0 = off
     meal_rising_trend_min: float = 0.0

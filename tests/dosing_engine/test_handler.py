@@ -63,8 +63,10 @@ def test_rising_glucose_gives_a_decision_and_signed_commands(sessions, clock, si
     assert len(decisions) == 36  # one per reading
     last = decisions[-1]
     assert last.glucose_mg_dl > 240
-    assert last.recommendation.HasField("micro_bolus") or last.recommendation.HasField(
-        "set_temp_basal"
+    # the increase margin may hold a single step right after a micro-bolus (IOB up), not all
+    assert any(
+        d.recommendation.HasField("micro_bolus") or d.recommendation.HasField("set_temp_basal")
+        for d in decisions[-3:]
     )
     commands = _commands(sessions, signer)
     assert commands, "a closed loop facing a rising 250 mg/dL must act"

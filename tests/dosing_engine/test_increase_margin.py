@@ -86,8 +86,9 @@ def test_an_increase_is_withheld_below_the_margin_and_allowed_above_it() -> None
     assert plain.rate_u_per_h > SCHEDULED
     critical = _critical_fraction(plain)
     assert 0.1 < critical < 0.9  # the state sits inside the setting's range
+    # the IOB part alone (the sensor-error allowance: test_sensor_error_margin.py)
 
-    allowed = decide_with_margin(inp, critical - 0.05)
+    allowed = decide_with_margin(inp, critical - 0.05, sensor_error_fraction=0.0)
     assert not _withheld(allowed)
     assert (allowed.action, allowed.rate_u_per_h, allowed.smb_u) == (
         plain.action,
@@ -95,7 +96,7 @@ def test_an_increase_is_withheld_below_the_margin_and_allowed_above_it() -> None
         plain.smb_u,
     )
 
-    withheld = decide_with_margin(inp, critical + 0.05)
+    withheld = decide_with_margin(inp, critical + 0.05, sensor_error_fraction=0.0)
     assert _withheld(withheld)
     assert withheld.reasons[0].code == INCREASE_MARGIN_CODE
     assert withheld.smb_u == 0.0
