@@ -316,9 +316,12 @@ class SeriesCache:
                     if floor > fresh.loaded_from_us:
                         cut = bisect.bisect_left(fresh.times_us, floor)
                         if cut:
-                            rows = fresh.rows[cut:]
+                            # The transaction's own copy: drop the cut rows' identities
+                            # rather than rebuild the set from the rows kept.
+                            identities = fresh.identities
+                            identities.difference_update([r.identity for r in fresh.rows[:cut]])
                             kept = _Series(
-                                floor, rows, {r.identity for r in rows}, fresh.times_us[cut:]
+                                floor, fresh.rows[cut:], identities, fresh.times_us[cut:]
                             )
                         else:
                             kept = _Series(floor, fresh.rows, fresh.identities, fresh.times_us)
@@ -533,19 +536,21 @@ class ReadingRepository:
         """Remember when a sensor was first seen (its warm-up clock when it does not say)."""
         current = self._first_seen_us(sensor_id)
         seen_us = _us(seen)
-        raw = _sqlite_driver(self._session)
-        if current is None and raw is not None:
-            try:
-                raw.execute(
-                    "INSERT INTO sensors (sensor_id, first_seen_us) VALUES (?, ?)",
-                    (sensor_id, seen_us),
+        if current is None:
+            # The driver only when writing: looking it up cost more than the rest per reading.
+            raw = _sqlite_driver(self._session)
+            if raw is not None:
+                try:
+                    raw.execute(
+                        "INSERT INTO sensors (sensor_id, first_seen_us) VALUES (?, ?)",
+                        (sensor_id, seen_us),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise IntegrityError("INSERT INTO sensors", None, exc) from exc
+            else:
+                self._session.execute(
+                    _insert_sensor, [{"sensor_id": sensor_id, "first_seen_us": seen_us}]
                 )
-            except sqlite3.IntegrityError as exc:
-                raise IntegrityError("INSERT INTO sensors", None, exc) from exc
-        elif current is None:
-            self._session.execute(
-                _insert_sensor, [{"sensor_id": sensor_id, "first_seen_us": seen_us}]
-            )
         elif seen_us < current:
             self._session.execute(_update_sensor, [{"b_sensor": sensor_id, "b_first": seen_us}])
         else:
