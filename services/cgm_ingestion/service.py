@@ -213,31 +213,40 @@ class IngestionService:
         later = series[bisect.bisect_right(series, t, key=_device_time) :]
         sensor_start = valid.sensor_started_at or self._store.first_seen(valid.sensor_id) or t
         self._store.note_sensor(valid.sensor_id, t)
-        placeholder = StoredReading(
+        backfilled = bool(later) or self._has_newer(valid)
+        # The new reading is assessed before it exists as a StoredReading: built once.
+        time_s = t.timestamp()
+        times = [r.__dict__.get("_time_s") or r.time_s() for r in earlier]
+        values = [float(r.glucose_mg_dl) for r in earlier]
+        index = len(times)
+        times.append(time_s)
+        values.append(float(valid.glucose_mg_dl))
+        for r in later:
+            times.append(r.time_s())
+            values.append(float(r.glucose_mg_dl))
+        points = Series(times, values)
+        result = self._assess(points, index, sensor_start, t, valid.range_flag)
+        reading = StoredReading(
             patient_id=valid.patient_id,
             sensor_id=valid.sensor_id,
             device_time=t,
             glucose_mg_dl=valid.glucose_mg_dl,
             range_flag=valid.range_flag,
             identity=valid.identity,
-            trend=Trend.NOT_COMPUTABLE,
-            rate_mg_dl_per_min=None,
-            noise_level=0,
-            faults=frozenset(),
-            quality=0,
+            trend=result.trend,
+            rate_mg_dl_per_min=result.rate_mg_dl_per_min,
+            noise_level=result.noise_level,
+            faults=result.faults,
+            quality=result.quality,
             received_at=now,
-            backfilled=bool(later) or self._has_newer(valid),
+            backfilled=backfilled,
             sensor_started_at=sensor_start,
         )
-        ordered = [*earlier, placeholder, *later]
-        points = Series([r.time_s() for r in ordered], [float(r.glucose_mg_dl) for r in ordered])
-        index = len(earlier)
-        reading = self._with_assessment(placeholder, points, index)
+        reading.__dict__["_time_s"] = time_s
         if not self._store.add(reading):
             return IngestOutcome(duplicate=True)
         outcome = IngestOutcome(reading=reading)
         outcome.events += self._events_for(reading, points, index)
-        ordered[index] = reading
         # Readings after an out-of-order insert were assessed without it: redo them.
         for offset, neighbour in enumerate(later, start=index + 1):
             updated = self._with_assessment(neighbour, points, offset)
@@ -249,14 +258,25 @@ class IngestionService:
     def _has_newer(self, valid: ValidReading) -> bool:
         return self._store.has_newer(valid.patient_id, valid.sensor_id, valid.device_time)
 
-    def _with_assessment(self, reading: StoredReading, points: Series, index: int) -> StoredReading:
-        started = reading.sensor_started_at
-        result: Assessment = assess(
+    def _assess(
+        self,
+        points: Series,
+        index: int,
+        started: datetime | None,
+        device_time: datetime,
+        range_flag: RangeFlag,
+    ) -> Assessment:
+        return assess(
             points,
             index,
             sensor_started_s=started.timestamp() if started else None,
-            night=self._is_night(reading.device_time),
-            out_of_sensor_range=reading.range_flag is not RangeFlag.IN_RANGE,
+            night=self._is_night(device_time),
+            out_of_sensor_range=range_flag is not RangeFlag.IN_RANGE,
+        )
+
+    def _with_assessment(self, reading: StoredReading, points: Series, index: int) -> StoredReading:
+        result = self._assess(
+            points, index, reading.sensor_started_at, reading.device_time, reading.range_flag
         )
         return reading.assessed(
             result.trend,
