@@ -175,6 +175,10 @@ def reading_id(identity: str) -> str:
 
 def _event_to_proto(event: CgmEvent, now: datetime) -> cgm_pb2.CgmEvent:
     key = f"{event.kind}|{event.patient_id}|{event.sensor_id}|{event.fault}|{event.start_time}"
+    if event.kind is CgmEventKind.GAP_DETECTED:
+        # A reading backfilled into a gap opens a shorter gap from the same start: its own
+        # event (the same id made the outbox insert fail and the reading be dead-lettered).
+        key += f"|{event.end_time}"
     message = cgm_pb2.CgmEvent(event_id=_uuid5(key), patient_id=event.patient_id)
     message.detected_at.FromDatetime(now)
     if event.kind is CgmEventKind.GAP_DETECTED:
