@@ -139,7 +139,9 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     runner.cache = cache
     runner.raw_handler = handler
     if settings.outbox_relay:
-        runner.committed = relay.wake
+        # Each batch transaction hands its committed rows to the relay (published without
+        # being read back) and carries the relay's marks; anything else wakes a scan.
+        relay.attach(sessions)
 
     async def consume(stop_event: asyncio.Event) -> None:
         if settings.outbox_relay:

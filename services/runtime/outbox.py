@@ -6,6 +6,12 @@ reads committed rows in insertion order, publishes them with the idempotent prod
 for the broker's acknowledgement and only then marks them published. A crash before the
 mark means the row is published again after restart with the same stored event id, which
 consumers dedupe on: at-least-once, never lost, never an event for a rolled-back change.
+
+Hand-off (`OutboxRelay.attach(session_factory)`, SQLite batch path): after a transaction
+commits, the rows it inserted go to the relay in memory, which publishes them without reading
+them back; it marks them in the writer's next transaction (or its own after `mark_interval_s`).
+The scan of unpublished rows stays: at start, after a failed publish, whenever the handed ids
+do not follow the last known id (a row written another way), and when idle.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,6 +127,10 @@ _SQLITE_PENDING = (
 )
 
 
+_SQLITE_MAX_ID = "SELECT max(id) FROM outbox_events"
+_HANDOFF_KEY = "langerhans_outbox_handoff"
+
+
 def _sqlite_driver(session: Session) -> Any | None:
     """The transaction's DBAPI connection when storage is SQLite, else None."""
     connection = session.connection()
@@ -152,9 +162,19 @@ class _Batch:
     def __init__(self, session: Session) -> None:
         self.active = False
         self.rows: list[dict[str, object]] = []
+        # With a relay attached: rows inserted (with their ids) to hand over after the
+        # commit, ids of published rows this transaction marks, and whether a row went in
+        # without its id (the relay then scans).
+        self.relay: OutboxRelay | None = session.info.get(_HANDOFF_KEY)
+        self.envelopes: list[Envelope] = []  # of `rows`, as `add` returned them
+        self.inserted: list[OutboxRow] = []
+        self.to_db: Callable[[datetime], Any] = lambda value: value
+        self.from_db: Callable[[Any], datetime] = lambda value: value
+        self.marking: list[int] = []
+        self.unhanded = False
         sa_event.listen(session, "before_commit", self._before_commit)
-        sa_event.listen(session, "after_commit", self._end)
-        sa_event.listen(session, "after_rollback", self._end)
+        sa_event.listen(session, "after_commit", self._after_commit)
+        sa_event.listen(session, "after_rollback", self._after_rollback)
 
     def flush(self, session: Session) -> None:
         if not self.rows:
@@ -163,6 +183,8 @@ class _Batch:
         raw = _sqlite_driver(session)
         if raw is None:
             session.execute(_INSERT, rows)
+            self.unhanded = self.relay is not None
+            self.envelopes = []
             return
         to_db = _time_to_db(session)
         values = [
@@ -180,18 +202,73 @@ class _Batch:
             for r in rows
         ]
         try:
-            raw.executemany(_SQLITE_INSERT, values)
+            if self.relay is None:
+                raw.executemany(_SQLITE_INSERT, values)
+            else:
+                self.to_db, self.from_db = to_db, _time_from_db(session)
+                self._insert_handed(raw, rows, values)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(_SQLITE_INSERT, None, exc) from exc
+
+    def _insert_handed(
+        self, raw: Any, rows: list[dict[str, object]], values: Sequence[tuple[object, ...]]
+    ) -> None:
+        """Insert and keep each row with its id, for the hand-off. The transaction holds the
+        write lock (`BEGIN IMMEDIATE`), and without AUTOINCREMENT SQLite gives each new row
+        the largest rowid + 1: the rows get top + 1 … top + n, which the last insert's rowid
+        confirms (otherwise nothing is handed over and the relay scans)."""
+        envelopes, self.envelopes = self.envelopes, []
+        top = int(raw.execute(_SQLITE_MAX_ID).fetchone()[0] or 0)
+        raw.executemany(_SQLITE_INSERT, values)
+        last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
+        if last != top + len(rows) or len(envelopes) != len(rows):
+            self.unhanded = True
+            return
+        for offset, (r, added) in enumerate(zip(rows, envelopes, strict=True)):
+            envelope = added
+            if added.time.tzinfo is not UTC:
+                # As the relay would read it back (SQLite stores times without a zone).
+                at = _aware(self.from_db(self.to_db(added.time)))
+                envelope = replace(added, time=at)
+            topic: str = r["topic"]  # type: ignore[assignment]
+            self.inserted.append(OutboxRow(top + 1 + offset, topic, envelope))
 
     def _before_commit(self, session: Session) -> None:
         if self.active:
             self.flush(session)
+        if self.relay is not None:
+            # Published rows ride along in this transaction (no write transaction of
+            # the relay's own); given back to the relay if it rolls back.
+            self.marking = self.relay.take_marks()
+            if self.marking:
+                _mark(session, self.marking, self.relay.clock.now())
 
-    def _end(self, _session: Session) -> None:
+    def _after_commit(self, _session: Session) -> None:
+        relay, inserted, marking, unhanded = self.relay, self.inserted, self.marking, self.unhanded
+        self._reset()
+        if relay is None:
+            return
+        if marking:
+            relay.marks_committed(marking)
+        if inserted:
+            relay.hand_off(inserted)
+        if unhanded:
+            relay.wake()
+
+    def _after_rollback(self, _session: Session) -> None:
         # After a rollback the rows must never reach a later commit of this session.
+        relay, marking = self.relay, self.marking
+        self._reset()
+        if relay is not None and marking:
+            relay.marks_failed(marking)
+
+    def _reset(self) -> None:
         self.active = False
         self.rows = []
+        self.envelopes = []
+        self.inserted = []
+        self.marking = []
+        self.unhanded = False
 
 
 def batch_inserts(session: Session) -> None:
@@ -248,8 +325,15 @@ def add(
     batch: _Batch | None = session.info.get(_BATCH_KEY)
     if batch is not None and batch.active:
         batch.rows.append(row)
-    else:
-        session.execute(_INSERT, row)
+        if batch.relay is not None:
+            batch.envelopes.append(envelope)
+        return envelope
+    session.execute(_INSERT, row)
+    if _HANDOFF_KEY in session.info:
+        # Not handed over: the attached relay must scan after this commit.
+        if batch is None:
+            batch = session.info[_BATCH_KEY] = _Batch(session)
+        batch.unhanded = True
     return envelope
 
 
@@ -335,6 +419,36 @@ def purge_published(session: Session, older_than: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def _mark(session: Session, ids: Sequence[int], now: datetime) -> None:
+    """Set `published_at` on rows `ids` in the session's transaction."""
+    raw = _sqlite_driver(session)
+    if raw is not None:
+        # Straight to the driver (a statement built per pass cost more than its run).
+        at = _time_to_db(session)(now)
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
+            raw.execute(
+                f"UPDATE outbox_events SET published_at = ? WHERE id IN ({marks})",  # noqa: S608
+                (at, *chunk),
+            )
+        return
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        session.execute(
+            update(outbox_events).where(outbox_events.c.id.in_(chunk)).values(published_at=now)
+        )
+
+
+def _max_id(session: Session) -> int:
+    raw = _sqlite_driver(session)
+    if raw is not None:
+        value = raw.execute(_SQLITE_MAX_ID).fetchone()[0]
+    else:
+        value = session.execute(select(func.max(outbox_events.c.id))).scalar_one()
+    return int(value or 0)
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in order; run one per service (a thread or process).
 
@@ -351,6 +465,7 @@ class OutboxRelay:
         ack_timeout_s: float = 30.0,
         clock: Clock | None = None,
         read_session_factory: sessionmaker[Session] | None = None,
+        mark_interval_s: float = 0.5,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be ≥ 1")
@@ -363,56 +478,151 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._ack_timeout_s = ack_timeout_s
-        self._clock = clock or SystemClock()
+        self._mark_interval_s = mark_interval_s
+        self.clock = clock or SystemClock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # Hand-off state (see `attach`), guarded by `_lock`.
+        self._lock = threading.Lock()
+        self._attached = False
+        self._handed: list[OutboxRow] = []
+        self._scan_due = True  # rows may be pending that were not handed over
+        self._next_id: int | None = None  # the id a hand-off must start at to skip the scan
+        self._acked: list[int] = []  # published, acknowledged, not yet in a mark
+        self._acked_at_s = 0.0
+        self._unmarked: set[int] = set()  # published by the relay, mark not yet committed
+
+    def attach(self, session_factory: sessionmaker[Session]) -> None:
+        """Sessions of `session_factory` hand their committed batch rows (`batch_inserts`,
+        SQLite) to this relay and carry its marks; the relay then publishes them without
+        reading them back. Rows written otherwise are still found by the relay's scan."""
+        info = dict(session_factory.kw.get("info") or {})
+        info[_HANDOFF_KEY] = self
+        session_factory.kw["info"] = info
+        self._attached = True
+
+    def hand_off(self, rows: list[OutboxRow]) -> None:
+        """Rows of a just-committed transaction (called after its commit)."""
+        with self._lock:
+            self._handed.extend(rows)
+        self._wake.set()
+
+    def take_marks(self) -> list[int]:
+        """Acknowledged rows for a writer's transaction to mark (`marks_committed` or
+        `marks_failed` follows)."""
+        with self._lock:
+            ids, self._acked = self._acked, []
+        return ids
+
+    def marks_committed(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self._unmarked.difference_update(ids)
+
+    def marks_failed(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            if not self._acked:
+                self._acked_at_s = time.monotonic()
+            self._acked.extend(ids)
 
     def publish_pending(self) -> int:
-        """One pass: publish up to `batch_size` rows, wait for acks, mark; returns rows marked."""
-        with self._readers() as session:
-            rows = pending_rows(session, self._batch_size)
-        if not rows:
-            return 0
+        """One pass: publish up to `batch_size` rows (handed over, else read), wait for acks,
+        mark; returns rows published."""
+        published = self._pass(scan=True)
+        self.flush_marks()
+        return published
+
+    def _pass(self, *, scan: bool) -> int:
+        """Publish handed rows when they follow the last known id, else (or when `scan`, or
+        a scan is due) the oldest pending rows read from the database."""
+        with self._lock:
+            handed, self._handed = self._handed, []
+            handed.sort(key=lambda row: row.id)
+            direct = (
+                bool(handed)
+                and not self._scan_due
+                and handed[0].id == self._next_id
+                and handed[-1].id - handed[0].id == len(handed) - 1
+            )
+            if handed and not direct:
+                # A row in between was not handed over (or the order is unknown): the scan
+                # publishes everything pending in id order, these rows included.
+                self._scan_due = True
+            if direct:
+                self._next_id = handed[-1].id + 1
+            elif not (scan or self._scan_due):
+                return 0
+        if direct:
+            rows = handed
+        else:
+            rows = self._scan()
+            if not rows:
+                return 0
         futures = [(row, self._producer.send_envelope(row.topic, row.envelope)) for row in rows]
         acknowledged: list[OutboxRow] = []
         for row, future in futures:
             try:
                 future.get(timeout=self._ack_timeout_s)
             except Exception as exc:
-                # Stop at the first failure; this and later rows stay pending and are retried.
+                # Stop at the first failure; this and later rows stay pending; the scan
+                # publishes them again.
                 log.warning("outbox: publishing %s to %s failed: %s", row.id, row.topic, exc)
+                with self._lock:
+                    self._scan_due = True
                 break
             acknowledged.append(row)
         if acknowledged:
-            self.mark_published([row.id for row in acknowledged])
+            ids = [row.id for row in acknowledged]
+            with self._lock:
+                if not self._acked:
+                    self._acked_at_s = time.monotonic()
+                self._acked.extend(ids)
+                self._unmarked.update(ids)
             for row in acknowledged:
                 OUTBOX_PUBLISHED.labels(row.topic).inc()
+            if not self._attached:
+                self.flush_marks()
         return len(acknowledged)
+
+    def _scan(self) -> list[OutboxRow]:
+        """The oldest pending rows not already published by this relay (marks in flight)."""
+        self.flush_marks()
+        with self._lock:
+            excluded = set(self._unmarked)
+        limit = self._batch_size + len(excluded)
+        with self._readers() as session:
+            # Rows up to `top` committed before the read below, so it sees all pending ones.
+            top = _max_id(session) if self._attached else 0
+            read = pending_rows(session, limit)
+        rows = [row for row in read if row.id not in excluded][: self._batch_size]
+        with self._lock:
+            if len(read) < limit:
+                # Caught up: hand-offs continue after the newest row known.
+                top = max([top, *(row.id for row in read)])
+                self._next_id = top + 1
+                self._scan_due = False
+                self._handed = [row for row in self._handed if row.id > top]
+            else:
+                self._scan_due = True
+        return rows
+
+    def flush_marks(self) -> None:
+        """Mark acknowledged rows not yet carried by a writer's transaction."""
+        ids = self.take_marks()
+        if not ids:
+            return
+        try:
+            self.mark_published(ids)
+        except BaseException:
+            self.marks_failed(ids)
+            raise
+        self.marks_committed(ids)
 
     def mark_published(self, ids: Sequence[int]) -> None:
         """Mark rows as published (only after the broker acknowledged them)."""
-        now = self._clock.now()
+        now = self.clock.now()
         with self._sessions() as session, session.begin():
-            raw = _sqlite_driver(session)
-            if raw is not None:
-                # Straight to the driver (a statement built per pass cost more than its run).
-                at = _time_to_db(session)(now)
-                for start in range(0, len(ids), 500):
-                    chunk = list(ids[start : start + 500])
-                    marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
-                    raw.execute(
-                        f"UPDATE outbox_events SET published_at = ? WHERE id IN ({marks})",  # noqa: S608
-                        (at, *chunk),
-                    )
-                return
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                session.execute(
-                    update(outbox_events)
-                    .where(outbox_events.c.id.in_(chunk))
-                    .values(published_at=now)
-                )
+            _mark(session, ids, now)
 
     def drain(self, timeout_s: float = 60.0) -> int:
         """Publish until nothing is pending (or `timeout_s`); returns rows published."""
@@ -435,17 +645,28 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """Tell the relay thread that rows were just committed (skips the poll delay)."""
+        with self._lock:
+            self._scan_due = True
         self._wake.set()
 
     def run(self) -> None:
         """Publish until `stop()`; errors are logged and retried after a pause."""
         gauge_due_s = 0.0
+        scan = True
         while not self._stop.is_set():
             try:
-                published = self.publish_pending()
+                published = self._pass(scan=scan)
+                with self._lock:
+                    marks_due = bool(self._acked) and (
+                        time.monotonic() - self._acked_at_s >= self._mark_interval_s
+                    )
+                if marks_due:
+                    self.flush_marks()
             except Exception:
                 log.exception("outbox relay pass failed; retrying")
                 published = 0
+                with self._lock:
+                    self._scan_due = True
                 self._stop.wait(1.0)
             # The pending-rows gauge is a query of its own: at most once a second (counted
             # on every idle pass it was a second transaction per wake-up under a steady load).
@@ -453,9 +674,23 @@ class OutboxRelay:
             if now_s >= gauge_due_s:
                 gauge_due_s = now_s + GAUGE_INTERVAL_S
                 self._update_pending_gauge()
+            scan = False
             if published == 0:
-                self._wake.wait(self._poll_interval_s)
+                # Woken: rows were handed over (or `wake` asked for a scan); a quiet poll
+                # interval: scan for rows written any other way. Marks no writer took are
+                # due after `mark_interval_s`.
+                timeout_s = self._poll_interval_s
+                with self._lock:
+                    if self._acked:
+                        due_s = self._acked_at_s + self._mark_interval_s - time.monotonic()
+                        timeout_s = min(timeout_s, max(due_s, 0.0))
+                woken = self._wake.wait(timeout_s)
                 self._wake.clear()
+                scan = not woken and timeout_s == self._poll_interval_s
+        try:
+            self.flush_marks()
+        except Exception as exc:
+            log.warning("outbox: marking published rows at stop failed: %s", exc)
 
     def _update_pending_gauge(self) -> None:
         try:
