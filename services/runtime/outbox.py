@@ -128,6 +128,7 @@ _SQLITE_PENDING = (
 
 
 _SQLITE_MAX_ID = "SELECT max(id) FROM outbox_events"
+_SQLITE_PENDING_IDS = "SELECT id FROM outbox_events WHERE published_at IS NULL ORDER BY id LIMIT ?"
 _HANDOFF_KEY = "langerhans_outbox_handoff"
 
 
@@ -440,6 +441,20 @@ def _mark(session: Session, ids: Sequence[int], now: datetime) -> None:
         )
 
 
+def _pending_ids(session: Session, limit: int) -> list[int]:
+    raw = _sqlite_driver(session)
+    if raw is not None:
+        return [row_id for (row_id,) in raw.execute(_SQLITE_PENDING_IDS, (limit,))]
+    return list(
+        session.scalars(
+            select(outbox_events.c.id)
+            .where(outbox_events.c.published_at.is_(None))
+            .order_by(outbox_events.c.id)
+            .limit(limit)
+        )
+    )
+
+
 def _max_id(session: Session) -> int:
     raw = _sqlite_driver(session)
     if raw is not None:
@@ -585,20 +600,25 @@ class OutboxRelay:
         return len(acknowledged)
 
     def _scan(self) -> list[OutboxRow]:
-        """The oldest pending rows not already published by this relay (marks in flight)."""
-        self.flush_marks()
+        """The oldest pending rows not already published by this relay (marks in flight).
+
+        Ids first (the published_at index alone): while the writer has not yet carried the
+        marks, the rows just published are still pending and would be read for nothing."""
         with self._lock:
             excluded = set(self._unmarked)
         limit = self._batch_size + len(excluded)
+        rows: list[OutboxRow] = []
         with self._readers() as session:
-            # Rows up to `top` committed before the read below, so it sees all pending ones.
+            # Rows up to `top` committed before the reads below, which see all pending ones.
             top = _max_id(session) if self._attached else 0
-            read = pending_rows(session, limit)
-        rows = [row for row in read if row.id not in excluded][: self._batch_size]
+            ids = _pending_ids(session, limit)
+            if any(row_id not in excluded for row_id in ids):
+                read = pending_rows(session, limit)
+                rows = [row for row in read if row.id not in excluded][: self._batch_size]
         with self._lock:
-            if len(read) < limit:
+            if len(ids) < limit:
                 # Caught up: hand-offs continue after the newest row known.
-                top = max([top, *(row.id for row in read)])
+                top = max([top, *ids])
                 self._next_id = top + 1
                 self._scan_due = False
                 self._handed = [row for row in self._handed if row.id > top]

@@ -66,7 +66,8 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture
 def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the relay's reads of pending rows (each call records its limit)."""
+    """Counts the relay's reads of pending rows (each call records its limit); reading the
+    ids of pending rows (none, or only rows the relay published itself) is not counted."""
     calls: list[int] = []
     real = outbox.pending_rows
 
@@ -129,7 +130,6 @@ def test_handed_rows_are_published_without_reading_them_back(
     relay = _relay(sessions, producer, poll_interval_s=30.0, mark_interval_s=0.2)
     relay.start()
     try:
-        _wait(lambda: len(scans) == 1)
         first = _commit_batch(sessions, ["a", "b", "c"])
         _wait(lambda: len(producer.acked) == 3)
         second = _commit_batch(sessions, ["d"])
@@ -139,7 +139,7 @@ def test_handed_rows_are_published_without_reading_them_back(
         _wait(lambda: _unpublished(sessions) == [])
     finally:
         relay.stop()
-    assert len(scans) == 1  # the start-up scan only: nothing was read back
+    assert scans == []  # nothing was read back
     sent = [envelope for _, envelope in producer.sent]
     assert [e.event_id for e in sent] == [e.event_id for e in first + second]
     with sessions() as session:
