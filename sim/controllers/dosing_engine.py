@@ -89,6 +89,22 @@ class LoopTuning:
     # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
     # loop's low guard then runs the zero temp that takes it back (0 = off)
     meal_bolus_basal_min: float = 0.0
+    # with a super bolus, also program the pump to run a zero temp for those minutes, and keep
+    # it (the loop may still add micro-boluses, but sets no temp and no cancel in that window):
+    # the basal is taken back on the pump itself, also if the hub goes offline after the meal
+    super_bolus_zero_temp: bool = False
+    # super bolus only if the loop ran in each of the last this many minutes' 5-min steps
+    # (the hub online and the loop running before the meal); 0 = no such check
+    super_bolus_loop_running_min: float = 0.0
+    # super bolus only for these age groups (empty: everyone)
+    super_bolus_groups: tuple[str, ...] = ()
+    # super bolus only if the reading at the meal is at least this (0 = any)
+    super_bolus_min_bg_mg_dl: float = 0.0
+    # post-meal target: for this long after an announced meal was eaten, the loop's target
+    # range is lowered by `post_meal_target_drop_mg_dl` (never below 70) for these age groups
+    post_meal_target_min: float = 0.0
+    post_meal_target_drop_mg_dl: float = 0.0
+    post_meal_target_groups: tuple[str, ...] = ("child", "adolescent")
     # assess each reading as cgm-ingestion does (noise level; jump, flat and compression-low
     # faults count as noisy) and pass it to the kernel, whose rule then allows no increase
     assess_cgm: bool = True
@@ -195,8 +211,12 @@ class DosingEngineController:
         self._last_smb_s: float | None = None
         self._last_low_s = -math.inf
         self._last_guard_fail_s = -math.inf
+        self._last_meal_s = -math.inf  # when the newest announced meal was eaten
+        self._super_until_s = -math.inf  # pump-side zero temp of a super bolus kept until then
+        self._steps_s: list[float] = []  # times of recent steps (the loop running)
         self._out = np.empty(N_OUT)
         self._noise_level = 0.0
+        self._super_zero_temp_min = 0.0
         self.decisions = 0
 
     # ---- history, as the service keeps it -------------------------------------------------
@@ -285,6 +305,15 @@ class DosingEngineController:
         params[Param.LAST_BOLUS_S] = last_bolus_s
         params[Param.LAST_SMB_S] = math.nan if self._last_smb_s is None else self._last_smb_s
         params[Param.NOISE_LEVEL] = self._noise_level
+        tuning = self.tuning
+        if (
+            tuning.post_meal_target_min > 0
+            and self.therapy.age_group in tuning.post_meal_target_groups
+            and now_s - self._last_meal_s < tuning.post_meal_target_min * 60.0
+        ):
+            drop = tuning.post_meal_target_drop_mg_dl
+            params[Param.MIN_BG] = max(70.0, self.settings.min_bg_mg_dl - drop)
+            params[Param.MAX_BG] = max(params[Param.MIN_BG], self.settings.max_bg_mg_dl - drop)
         doses = self._doses
         if extra_bolus_u > 0:
             doses = [*doses, [now_s, float(DoseKind.BOLUS), extra_bolus_u, 0.0]]
@@ -388,6 +417,11 @@ class DosingEngineController:
                 self._noise_level = self._assess(inp.t_min)
         for c in inp.carbs:
             self._carbs.append((c.t_min * 60.0, c.carbs_g, self.tuning.absorption_min))
+            self._last_meal_s = max(self._last_meal_s, c.t_min * 60.0)
+        if self.tuning.super_bolus_loop_running_min > 0:
+            window_s = self.tuning.super_bolus_loop_running_min * 60.0
+            self._steps_s = [t for t in self._steps_s if t >= now_s - window_s]
+            self._steps_s.append(now_s)
         self._trim(now_s)
         pump = inp.pump
         if pump.fault is not None:
@@ -435,15 +469,34 @@ class DosingEngineController:
             temp = TempBasalCommand(rate, max(5, int(out[Out.DURATION])))
         elif enact and action == Action.CANCEL_TEMP:
             cancel = True
+        if now_s < self._super_until_s and (cancel or (temp is not None and temp.rate_u_per_h > 0)):
+            temp, cancel = None, False  # the super bolus's zero temp stays on the pump
         smb = float(out[Out.SMB])
         if meal_u > 0:
             bolus = BolusCommand(meal_u)
+            if self._super_zero_temp_min > 0:
+                temp, cancel = TempBasalCommand(0.0, int(self._super_zero_temp_min)), False
+                self._super_until_s = now_s + self._super_zero_temp_min * 60.0
         elif enact and smb > 0 and pump.bolus_remaining_u <= 0 and not pump.suspended:
             bolus = BolusCommand(smb)
             self._last_smb_s = now_s
         if temp is None and bolus is None and not cancel:
             return None
         return ControllerOutput(temp_basal=temp, bolus=bolus, cancel_temp_basal=cancel)
+
+    def _super_bolus_allowed(self, now_s: float, *, late: bool) -> bool:
+        """A super bolus for this meal: on, for this age group, not a late entry, and the loop
+        ran in every step of the last `super_bolus_loop_running_min` minutes."""
+        tuning = self.tuning
+        if tuning.meal_bolus_basal_min <= 0 or late:
+            return False
+        if tuning.super_bolus_groups and self.therapy.age_group not in tuning.super_bolus_groups:
+            return False
+        window_s = tuning.super_bolus_loop_running_min * 60.0
+        if window_s <= 0:
+            return True
+        recent = [t for t in self._steps_s if t >= now_s - window_s]
+        return len(recent) >= int(window_s // 300.0) + 1
 
     def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float, *, late: bool) -> float:
         th = self.therapy
@@ -475,7 +528,14 @@ class DosingEngineController:
             age_group=_AGE_GROUP[th.age_group],
         )
         amount = advice.total_u * self.tuning.meal_bolus_fraction
-        if amount > 0 and self.tuning.meal_bolus_basal_min > 0:
+        self._super_zero_temp_min = 0.0
+        if (
+            amount > 0
+            and bg >= self.tuning.super_bolus_min_bg_mg_dl
+            and self._super_bolus_allowed(now_s, late=late)
+        ):
             basal = th.basal_at(int(inp.t_min) % 1440)
             amount = min(amount + basal * self.tuning.meal_bolus_basal_min / 60.0, ks.max_bolus_u)
+            if self.tuning.super_bolus_zero_temp:
+                self._super_zero_temp_min = self.tuning.meal_bolus_basal_min
         return math.floor(amount / 0.05 + 1e-9) * 0.05 if amount >= 0.05 else 0.0

@@ -57,3 +57,62 @@ def test_every_increase_keeps_the_margin_and_the_margin_gives_less(cohort):
     assert all(guard >= need for guard, need in increases)
     assert without > 0
     assert with_margin < without
+
+
+def _meal_run(
+    person: VirtualPerson, tuning: LoopTuning, *, offline: range = range(0)
+) -> tuple[float, list[tuple[int, float, int]], list[int]]:
+    """A 60 g meal at minute 120 on a flat 160 mg/dL; returns the meal bolus, the temps the
+    controller set from the meal on (minute, rate, duration) and the minutes it cancelled one.
+    The hub is offline (no controller step) in the minutes of `offline`."""
+    th = person.therapy
+    ctl = DosingEngineController(th, tuning)
+    pump = Pump(th)
+    meal_u = 0.0
+    temps: list[tuple[int, float, int]] = []
+    cancels: list[int] = []
+    seen = 0
+    for step in range(60):
+        t = step * 5
+        if t not in offline:
+            carbs = (CarbAnnouncement(t, 60.0),) if t == 120 else ()
+            events = tuple(pump.history[seen:])
+            seen = len(pump.history)
+            out = ctl.step(ControllerInput(t, CgmReading(t, 160), pump.status(t), events, carbs))
+            if out is not None:
+                if carbs and out.bolus is not None:
+                    meal_u = out.bolus.amount_u
+                if t >= 120 and out.temp_basal is not None:
+                    temps.append((t, out.temp_basal.rate_u_per_h, out.temp_basal.duration_min))
+                if t >= 120 and out.cancel_temp_basal:
+                    cancels.append(t)
+                apply_output(pump, t, out)
+        pump.advance(t)
+    return meal_u, temps, cancels
+
+
+def test_super_bolus_takes_the_basal_back_on_the_pump(cohort):
+    person = next(p for p in cohort if p.therapy.age_group == "adult")
+    plain_u, _, _ = _meal_run(person, LoopTuning())
+    sb = LoopTuning(meal_bolus_basal_min=60.0, super_bolus_zero_temp=True)
+    super_u, temps, cancels = _meal_run(person, sb)
+    basal_u = person.therapy.basal_at(120) * 60.0 / 60.0
+    assert abs(super_u - min(plain_u + basal_u, person.therapy.max_bolus_u)) < 0.05 + 1e-9
+    # the meal step programs a zero temp for the super bolus's 60 min on the pump itself
+    assert temps[0] == (120, 0.0, 60)
+    # within those 60 min the loop neither raises the temp nor cancels it
+    assert not any(120 < t < 180 and rate > 0 for t, rate, _ in temps)
+    assert not any(120 < t < 180 for t in cancels)
+
+
+def test_no_super_bolus_unless_the_loop_was_running(cohort):
+    person = next(p for p in cohort if p.therapy.age_group == "adult")
+    plain_u, _, _ = _meal_run(person, LoopTuning())
+    sb = LoopTuning(
+        meal_bolus_basal_min=60.0, super_bolus_zero_temp=True, super_bolus_loop_running_min=30.0
+    )
+    running_u, _, _ = _meal_run(person, sb)
+    after_gap_u, temps, _ = _meal_run(person, sb, offline=range(95, 115))
+    assert running_u > plain_u
+    assert abs(after_gap_u - plain_u) < 1e-9
+    assert all(duration <= 30 for _, _, duration in temps)
