@@ -65,7 +65,7 @@ def _cpu_s(pid: int) -> float:
 
 def _cpu_report(processes: dict[str, int], before: dict[str, float], readings: int) -> str:
     parts = [
-        f"{name} {(_cpu_s(pid) - before[name]) * 1000 / max(readings, 1):.2f}"
+        f"{name} {(_cpu_s(pid) - before[name]) * 1000 / max(readings, 1):.3f}"
         for name, pid in processes.items()
     ]
     return "CPU ms per reading: " + ", ".join(parts)
