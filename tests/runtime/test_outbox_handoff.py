@@ -1,23 +1,33 @@
 """Outbox hand-off: committed batch rows go to the relay in memory, the scan stays the net.
 
 Unit tests of the relay with a recording producer (no broker): what is published, how often
-the relay reads pending rows back, and what stays pending for the scan.
+the relay reads pending rows back, and what stays pending for the scan. One test with the
+real broker SIGKILLs a process whose relay holds acknowledged, unmarked rows (its worker half
+runs as `python -m tests.runtime.test_outbox_handoff …`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime import outbox
 from services.runtime.db import create_service_engine, session_scope
-from services.runtime.kafka import Envelope
+from services.runtime.kafka import Envelope, EventProducer
+from services.runtime.kafka.envelope import decode_headers
 from services.runtime.writer_lock import serialize_writers
 
 state = Table(
@@ -231,3 +241,118 @@ def test_a_relay_without_hand_off_marks_each_pass(sessions: sessionmaker[Session
     _commit_batch(sessions, ["a", "b"])
     assert relay._pass(scan=True) == 2
     assert _unpublished(sessions) == []
+
+
+# ------------------------------------------------------------- real broker, SIGKILL (worker)
+BATCH = 10
+
+
+def _crash_worker(args: argparse.Namespace) -> None:
+    """Two batch transactions with a running, attached relay, then SIGKILL: batch 1's marks
+    ride in batch 2's transaction; batch 2 is acknowledged, its marks wait for a writer."""
+    engine = create_service_engine("handoff-crash", args.db_url)
+    outbox.create_tables(engine)
+    state.create(engine, checkfirst=True)
+    serialize_writers(engine)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    producer = EventProducer(args.bootstrap, source="t")
+    relay = outbox.OutboxRelay(sessions, producer, poll_interval_s=30.0, mark_interval_s=600.0)
+    relay.attach(sessions)
+    relay.start()
+    for batch in range(2):
+        values = [f"{batch}-{i}" for i in range(BATCH)]
+        with session_scope(sessions) as session:
+            outbox.batch_inserts(session)
+            for value in values:
+                session.execute(state.insert().values(value=value))
+                outbox.add(
+                    session, args.topic, f"p-{value}", value.encode(), source="t", event_type="t.V"
+                )
+        print(json.dumps({"committed": values}), flush=True)
+        # Wait for the broker's acks of this batch (the relay holds them, unmarked).
+        _wait(lambda: len(relay._unmarked) >= BATCH, 60.0)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--topic", required=True)
+    _crash_worker(parser.parse_args())
+
+
+# ------------------------------------------------------------- real broker, SIGKILL (test)
+@pytest.mark.kafka
+def test_sigkill_with_handed_and_unmarked_rows_loses_nothing(
+    kafka_bootstrap: str, make_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = make_topic(partitions=3)
+    db_url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.runtime.test_outbox_handoff",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--db-url",
+            db_url,
+            "--topic",
+            topic,
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    committed = [v for line in process.stdout.splitlines() for v in json.loads(line)["committed"]]
+    assert len(committed) == 2 * BATCH
+
+    engine = create_service_engine("handoff-crash", db_url)
+    sessions = sessionmaker(engine)
+    # Batch 1 was marked by batch 2's transaction; batch 2 is still pending.
+    assert _unpublished(sessions) == [v.encode() for v in committed[BATCH:]]
+    with EventProducer(kafka_bootstrap, source="t") as producer:
+        # After the restart: a relay's scan publishes them (batch 2 for the second time).
+        outbox.OutboxRelay(sessions, producer).drain(60)
+    assert _unpublished(sessions) == []
+    with sessions() as session:
+        stored = dict(
+            session.execute(
+                select(outbox.outbox_events.c.event_id, outbox.outbox_events.c.payload)
+            ).all()
+        )
+    engine.dispose()
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    seen: list[tuple[str, bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 * BATCH and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                seen.extend((decode_headers(r.headers)["id"], r.value) for r in records)
+        for records in consumer.poll(timeout_ms=2000).values():
+            seen.extend((decode_headers(r.headers)["id"], r.value) for r in records)
+    finally:
+        consumer.close()
+    # Every committed change is on the topic under its stored event id; batch 1 once,
+    # batch 2 twice (acknowledged, never marked): same event ids, consumers dedupe.
+    assert {value for _, value in seen} == {v.encode() for v in committed}
+    assert all(stored[event_id] == value for event_id, value in seen)
+    counts = {v.encode(): 0 for v in committed}
+    for _, value in seen:
+        counts[value] += 1
+    assert [counts[v.encode()] for v in committed[:BATCH]] == [1] * BATCH
+    assert [counts[v.encode()] for v in committed[BATCH : 2 * BATCH]] == [2] * BATCH
+
+
+if __name__ == "__main__":
+    main()
