@@ -31,7 +31,7 @@ from services.alerts.service import AlertsService, Channel, EscalationPlan, Reci
 from services.alerts.servicer import AlertsServicer
 from services.runtime import migrations
 from services.runtime.clock import Clock
-from services.runtime.db import create_service_engine, session_scope
+from services.runtime.db import create_service_engine, session_scope, snapshot_engine
 from services.runtime.grpc_server import run_service, servicer
 from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_topic_metadata
 from services.runtime.kafka.envelope import Envelope
@@ -197,11 +197,7 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
     # consumer transactions: it must move more rows per pass than a transaction writes, or
     # it falls behind whenever the consumer has a backlog.
     # On SQLite the relay reads pending rows from a WAL snapshot, without the write lock.
-    readers = (
-        create_service_engine(SERVICE, settings.database_url, read_only=True)
-        if engine.dialect.name == "sqlite"
-        else None
-    )
+    readers = snapshot_engine(SERVICE, settings.database_url, engine)
     relay = OutboxRelay(
         sessions,
         producer,

@@ -24,7 +24,7 @@ from services.cgm_ingestion.events import (
 from services.cgm_ingestion.repository import SeriesCache, metadata
 from services.cgm_ingestion.servicer import CgmIngestionServicer
 from services.runtime import migrations
-from services.runtime.db import create_service_engine
+from services.runtime.db import create_service_engine, snapshot_engine
 from services.runtime.grpc_server import run_service, servicer
 from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_topic_metadata
 from services.runtime.kafka.envelope import Envelope
@@ -104,11 +104,7 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
     # consumer transactions: it must move more rows per pass than a transaction writes, or
     # it falls behind whenever the consumer has a backlog.
     # On SQLite the relay reads pending rows from a WAL snapshot, without the write lock.
-    readers = (
-        create_service_engine(SERVICE, settings.database_url, read_only=True)
-        if engine.dialect.name == "sqlite"
-        else None
-    )
+    readers = snapshot_engine(SERVICE, settings.database_url, engine)
     relay = OutboxRelay(
         sessions,
         producer,

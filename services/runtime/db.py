@@ -24,6 +24,7 @@ __all__ = [
     "normalise_database_url",
     "schema_name",
     "session_scope",
+    "snapshot_engine",
 ]
 
 naming_convention: dict[str, str] = {
@@ -123,6 +124,14 @@ def create_service_engine(
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine.execution_options(schema_translate_map={None: schema})
+
+
+def snapshot_engine(service: str, database_url: str | None, engine: Engine) -> Engine | None:
+    """An engine that reads `engine`'s committed rows without the write lock (SQLite: a WAL
+    snapshot, `read_only=True`); None where `engine`'s own sessions already do (PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    return create_service_engine(service, database_url, read_only=True)
 
 
 @contextmanager

@@ -11,26 +11,47 @@ from typing import Any
 import pytest
 from langerhans.cgm.v1 import cgm_pb2
 from langerhans.common.v1 import common_pb2, therapy_pb2
+from langerhans.device.v1 import device_pb2
+from langerhans.dosing.v1 import dosing_pb2
 from langerhans.pump.v1 import pump_pb2
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.dosing_engine.events import COMMANDS_TOPIC, DECISIONS_TOPIC
 from services.dosing_engine.model import to_timestamp
 from services.dosing_engine.repository import metadata
 from services.runtime.clock import FixedClock
-from services.runtime.command_signing import CommandSigner, generate_signing_key
+from services.runtime.command_signing import CommandSigner, TrustedKeys, generate_signing_key
+from services.runtime.outbox import outbox_events
 from tests.runtime.conftest import kafka_bootstrap, make_topic
 
 __all__ = [
     "START",
     "kafka_bootstrap",
     "make_topic",
+    "published_decisions_and_commands",
     "pump_event",
     "reading",
     "settings_changed",
 ]
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def published_decisions_and_commands(
+    sessions: sessionmaker[Session], signer: CommandSigner
+) -> tuple[list[dosing_pb2.DosingDecision], list[device_pb2.PumpCommand]]:
+    """The decisions and the verified pump commands the handler wrote to the outbox, in order."""
+    with sessions() as session:
+        rows = session.execute(
+            select(outbox_events.c.topic, outbox_events.c.payload).order_by(outbox_events.c.id)
+        ).all()
+    keys = TrustedKeys([signer.public_key])
+    decisions = [
+        dosing_pb2.DosingDecision.FromString(bytes(p)) for t, p in rows if t == DECISIONS_TOPIC
+    ]
+    commands = [keys.verify(bytes(p)) for t, p in rows if t == COMMANDS_TOPIC]
+    return decisions, commands
 
 
 def settings_changed(

@@ -11,7 +11,6 @@ from langerhans.common.v1 import common_pb2
 from langerhans.device.v1 import device_pb2
 from langerhans.dosing.v1 import dosing_pb2
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernels.decision import (
@@ -31,13 +30,17 @@ from kernels.increase_margin import (
     decide_packed_with_margin,
     decide_with_margin,
 )
-from services.dosing_engine.events import COMMANDS_TOPIC, DECISIONS_TOPIC, handle
+from services.dosing_engine.events import handle
 from services.dosing_engine.main import DosingEngineSettings
 from services.runtime.clock import FixedClock
-from services.runtime.command_signing import CommandSigner, TrustedKeys
+from services.runtime.command_signing import CommandSigner
 from services.runtime.kafka.envelope import new_envelope
-from services.runtime.outbox import outbox_events
-from tests.dosing_engine.conftest import START, rising_history, settings_changed
+from tests.dosing_engine.conftest import (
+    START,
+    published_decisions_and_commands,
+    rising_history,
+    settings_changed,
+)
 
 NOW_S = 100_000.0
 ISF = 50.0
@@ -196,16 +199,7 @@ def _feed(
     for r in rising_history(P, START, 36):
         clock.current = r.measured_at.ToDatetime().replace(tzinfo=START.tzinfo)
         send(r)
-    with sessions() as session:
-        rows = session.execute(
-            select(outbox_events.c.topic, outbox_events.c.payload).order_by(outbox_events.c.id)
-        ).all()
-    keys = TrustedKeys([signer.public_key])
-    decisions = [
-        dosing_pb2.DosingDecision.FromString(bytes(p)) for t, p in rows if t == DECISIONS_TOPIC
-    ]
-    commands = [keys.verify(bytes(p)) for t, p in rows if t == COMMANDS_TOPIC]
-    return decisions, commands
+    return published_decisions_and_commands(sessions, signer)
 
 
 def test_the_service_withholds_increases_with_a_reason(
