@@ -114,12 +114,11 @@ def _infusion_condition(
 
 
 def dislodged_figures(
-    params: InfusionSetParams, seed: int, controller: str, result: RunResult | None = None
+    params: InfusionSetParams, result: RunResult
 ) -> tuple[list[tuple[int, Raise | None, int]], int]:
-    """Per person: (dislodge minute, first raise after it or None, set change minute)."""
-    people = make_cohort() if result is None else result.people
-    if result is None:
-        result = run_cohort(people, SCENARIOS["cannula_dislodged"], controller, seed=seed)
+    """Per person of a cannula_dislodged run: (dislodge minute, first raise after it or None,
+    set change minute)."""
+    people = result.people
     rows: list[tuple[int, Raise | None, int]] = []
     false_alarms = 0
     for i in range(len(people)):
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     dislodged = run_cohort(
         make_cohort(), SCENARIOS["cannula_dislodged"], args.controller, seed=args.seed
     )
-    rows, extra = dislodged_figures(params, args.seed, args.controller, dislodged)
+    rows, extra = dislodged_figures(params, dislodged)
     if args.explain:
         explain(dislodged, rows)
     delays: list[float] = []

@@ -38,6 +38,7 @@ from kernels.decision import (
     ReasonDetail,
     decide,
     decide_packed,
+    decode,
     pack,
 )
 
@@ -309,7 +310,9 @@ def decide_with_margin(
 def _decide_with_margin(
     inp: DecisionInput, iob_fraction: float, sensor_error_fraction: float
 ) -> Decision:
-    decision = decide(inp)
+    packed = pack(inp)
+    out = decide_packed(packed)  # raw slots, for the rules; decoded once for the caller
+    decision = decode(out, inp.now_s)
     if not proposes_increase(
         enact=decision.enact,
         action=decision.action,
@@ -318,8 +321,7 @@ def _decide_with_margin(
         smb_u=decision.smb_u,
     ):
         return decision
-    packed = pack(inp)  # the same decision on packed arrays, for the slots the rules read
-    code = _withhold_out(packed, decide_packed(packed), iob_fraction, sensor_error_fraction)
+    code = _withhold_out(packed, out, iob_fraction, sensor_error_fraction)
     if code is None:
         return decision
     guarded = decide(inp.model_copy(update={"mode": Mode.LOW_GLUCOSE_SUSPEND}))

@@ -37,7 +37,7 @@ from services.alerts.service import (
     EscalationPlan,
     Recipient,
 )
-from services.runtime.db import new_metadata
+from services.runtime.db import new_metadata, sqlite_driver
 from services.runtime.kafka import dedupe
 
 __all__ = ["AlertRepository", "BatchView", "StateCache", "alerts", "deliveries", "metadata"]
@@ -305,10 +305,6 @@ class StateCache:
             while len(self._states) > self.MAX_ENTRIES:
                 self._states.pop(next(iter(self._states)))
 
-    def clear(self) -> None:
-        with self._lock:
-            self._states.clear()
-
 
 class BatchView:
     """What a consumer poll batch reads and writes about its people, in its own transaction.
@@ -373,12 +369,11 @@ class BatchView:
         self, chunk: list[str]
     ) -> tuple[Iterable[Any], Iterable[Any], Iterable[dict[str, Any]]]:
         """(patient, state text), (patient, settings text) and open alert rows of `chunk`."""
-        connection = self._session.connection()
-        if connection.dialect.name == "sqlite":
+        raw = sqlite_driver(self._session)
+        if raw is not None:
             # Straight to the driver: building and compiling three IN-list statements per
             # batch cost more than running them (plain strings, numbers, NULL: the same
             # values SQLAlchemy returns for these columns).
-            raw: Any = connection.connection.driver_connection
             marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
             states = raw.execute(
                 "SELECT patient_id, state_json FROM patient_states"  # noqa: S608
@@ -446,11 +441,9 @@ class BatchView:
                 inserts.append({"patient_id": patient, "state_json": text, "updated_at_us": at_us})
                 self.existing.add(patient)
         self.dirty = {}
-        connection = self._session.connection()
-        if connection.dialect.name == "sqlite":
-            # Straight to the driver, same statements and transaction: SQLAlchemy's per-row
-            # parameter processing cost more CPU than SQLite (plain strings and integers).
-            raw: Any = connection.connection.driver_connection
+        raw = sqlite_driver(self._session)
+        if raw is not None:
+            # Straight to the driver (plain strings and integers).
             try:
                 if updates:
                     raw.executemany(

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from services.cgm_ingestion.assessment import Fault, Trend
 from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, ValidReading
 from services.cgm_ingestion.service import StoredReading
-from services.runtime.db import new_metadata
+from services.runtime.db import new_metadata, sqlite_driver
 from services.runtime.kafka import dedupe
 
 __all__ = [
@@ -193,14 +193,6 @@ _SQLITE_SERIES = (
 _SQLITE_SERIES_UNTIL = _SQLITE_SERIES.replace(" ORDER BY", " AND device_time_us <= ? ORDER BY")
 
 
-def _sqlite_driver(session: Session) -> Any | None:
-    """The transaction's DBAPI connection when storage is SQLite, else None."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return None
-    return connection.connection.driver_connection
-
-
 _SQLITE_INSERT_READING = (
     f"INSERT INTO readings ({', '.join(_READING_COLUMNS)})"  # noqa: S608 (constant names)
     f" VALUES ({', '.join('?' * len(_READING_COLUMNS))})"
@@ -244,14 +236,12 @@ class PendingWrites:
             return
         rows = list(self.readings.values())
         self.readings = {}
-        connection = self._session.connection()
-        if connection.dialect.name != "sqlite":
+        raw = sqlite_driver(self._session)
+        if raw is None:
             self._session.execute(_plain_insert_reading, rows)
             return
-        # Straight to the driver (same statement, same transaction): SQLAlchemy's per-row
-        # parameter processing cost more CPU than SQLite's insert. Every column here is a
-        # plain string, number, bool or NULL, which the driver stores as SQLAlchemy would.
-        raw: Any = connection.connection.driver_connection
+        # Straight to the driver: every column here is a plain string, number, bool or NULL,
+        # which the driver stores as SQLAlchemy would.
         try:
             raw.executemany(_SQLITE_INSERT_READING, [_reading_tuple(r) for r in rows])
         except sqlite3.IntegrityError as exc:
@@ -388,7 +378,7 @@ class ReadingRepository:
         if end_us is not None:
             conditions.append(readings.c.device_time_us <= end_us)
         self._flush_pending()
-        raw = _sqlite_driver(self._session)
+        raw = sqlite_driver(self._session)
         if raw is not None:
             # Straight to the driver (a statement built per new series cost more than its run;
             # the columns are plain values, the Boolean read as SQLAlchemy reads it: bool()).
@@ -515,7 +505,7 @@ class ReadingRepository:
             cached = self._cache.sensor(sensor_id)
             if cached is not None:
                 return cached
-        raw = _sqlite_driver(self._session)
+        raw = sqlite_driver(self._session)
         if raw is not None:
             found = raw.execute(
                 "SELECT first_seen_us FROM sensors WHERE sensor_id = ?", (sensor_id,)
@@ -538,7 +528,7 @@ class ReadingRepository:
         seen_us = _us(seen)
         if current is None:
             # The driver only when writing: looking it up cost more than the rest per reading.
-            raw = _sqlite_driver(self._session)
+            raw = sqlite_driver(self._session)
             if raw is not None:
                 try:
                     raw.execute(

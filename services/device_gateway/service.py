@@ -784,8 +784,7 @@ class DeviceGateway:
                 return claimed, self._settle_offers(session, device_id, now, skip)
 
             claimed, asked = await self._db(work, writes_outbox=True)
-            self._write_claimed(stream, claimed)
-            self._write_claimed(stream, asked)
+            self._write_claimed(stream, claimed + asked)
         if asked:
             log.info(
                 "asked a reconnected hub to settle its outstanding commands",

@@ -25,6 +25,7 @@ __all__ = [
     "schema_name",
     "session_scope",
     "snapshot_engine",
+    "sqlite_driver",
 ]
 
 naming_convention: dict[str, str] = {
@@ -132,6 +133,20 @@ def snapshot_engine(service: str, database_url: str | None, engine: Engine) -> E
     if engine.dialect.name != "sqlite":
         return None
     return create_service_engine(service, database_url, read_only=True)
+
+
+def sqlite_driver(session: Session) -> Any | None:
+    """The transaction's DBAPI connection when storage is SQLite (the default), else None.
+
+    Hot paths send their statements on SQLite straight to the driver: SQLAlchemy's per-row
+    parameter processing cost more CPU than SQLite itself (py-spy). Same statements, same
+    transaction; PostgreSQL keeps the SQLAlchemy path (its schema-per-service translation
+    happens there).
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return None
+    return connection.connection.driver_connection
 
 
 @contextmanager

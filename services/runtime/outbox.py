@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.clock import Clock, SystemClock
-from services.runtime.db import new_metadata
+from services.runtime.db import new_metadata, sqlite_driver
 from services.runtime.kafka.envelope import Envelope, ProtoMessage, new_envelope
 from services.runtime.kafka.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 from services.runtime.kafka.producer import EventProducer
@@ -133,14 +133,6 @@ _SQLITE_PENDING_IDS = "SELECT id FROM outbox_events WHERE published_at IS NULL O
 _HANDOFF_KEY = "langerhans_outbox_handoff"
 
 
-def _sqlite_driver(session: Session) -> Any | None:
-    """The transaction's DBAPI connection when storage is SQLite, else None."""
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return None
-    return connection.connection.driver_connection
-
-
 def _time_to_db(session: Session) -> Callable[[datetime], Any]:
     """How SQLAlchemy stores an outbox time on this dialect (its own bind processor)."""
     dialect = session.get_bind().dialect
@@ -170,8 +162,6 @@ class _Batch:
         self.relay: OutboxRelay | None = session.info.get(_HANDOFF_KEY)
         self.envelopes: list[Envelope] = []  # of `rows`, as `add` returned them
         self.inserted: list[OutboxRow] = []
-        self.to_db: Callable[[datetime], Any] = lambda value: value
-        self.from_db: Callable[[Any], datetime] = lambda value: value
         self.marking: list[int] = []
         self.unhanded = False
         sa_event.listen(session, "before_commit", self._before_commit)
@@ -182,7 +172,7 @@ class _Batch:
         if not self.rows:
             return
         rows, self.rows = self.rows, []
-        raw = _sqlite_driver(session)
+        raw = sqlite_driver(session)
         if raw is None:
             session.execute(_INSERT, rows)
             self.unhanded = self.relay is not None
@@ -207,13 +197,17 @@ class _Batch:
             if self.relay is None:
                 raw.executemany(_SQLITE_INSERT, values)
             else:
-                self.to_db, self.from_db = to_db, _time_from_db(session)
-                self._insert_handed(raw, rows, values)
+                self._insert_handed(raw, rows, values, to_db, _time_from_db(session))
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(_SQLITE_INSERT, None, exc) from exc
 
     def _insert_handed(
-        self, raw: Any, rows: list[dict[str, object]], values: Sequence[tuple[object, ...]]
+        self,
+        raw: Any,
+        rows: list[dict[str, object]],
+        values: Sequence[tuple[object, ...]],
+        to_db: Callable[[datetime], Any],
+        from_db: Callable[[Any], datetime],
     ) -> None:
         """Insert and keep each row with its id, for the hand-off. The transaction holds the
         write lock (`BEGIN IMMEDIATE`), and without AUTOINCREMENT SQLite gives each new row
@@ -230,7 +224,7 @@ class _Batch:
             envelope = added
             if added.time.tzinfo is not UTC:
                 # As the relay would read it back (SQLite stores times without a zone).
-                at = _aware(self.from_db(self.to_db(added.time)))
+                at = _aware(from_db(to_db(added.time)))
                 envelope = replace(added, time=at)
             topic: str = r["topic"]  # type: ignore[assignment]
             self.inserted.append(OutboxRow(top + 1 + offset, topic, envelope))
@@ -353,7 +347,7 @@ def _aware(value: datetime) -> datetime:
 
 def pending_rows(session: Session, limit: int) -> list[OutboxRow]:
     """The oldest unpublished rows, in insertion order."""
-    raw = _sqlite_driver(session)
+    raw = sqlite_driver(session)
     if raw is not None:
         from_db = _time_from_db(session)
         return [
@@ -423,7 +417,7 @@ def purge_published(session: Session, older_than: datetime) -> int:
 
 def _mark(session: Session, ids: Sequence[int], now: datetime) -> None:
     """Set `published_at` on rows `ids` in the session's transaction."""
-    raw = _sqlite_driver(session)
+    raw = sqlite_driver(session)
     if raw is not None:
         # Straight to the driver (a statement built per pass cost more than its run).
         at = _time_to_db(session)(now)
@@ -448,7 +442,7 @@ def _mark(session: Session, ids: Sequence[int], now: datetime) -> None:
 
 
 def _pending_ids(session: Session, limit: int) -> list[int]:
-    raw = _sqlite_driver(session)
+    raw = sqlite_driver(session)
     if raw is not None:
         return [row_id for (row_id,) in raw.execute(_SQLITE_PENDING_IDS, (limit,))]
     return list(
@@ -462,7 +456,7 @@ def _pending_ids(session: Session, limit: int) -> list[int]:
 
 
 def _max_id(session: Session) -> int:
-    raw = _sqlite_driver(session)
+    raw = sqlite_driver(session)
     if raw is not None:
         value = raw.execute(_SQLITE_MAX_ID).fetchone()[0]
     else:

@@ -36,6 +36,7 @@ from kernels.increase_margin import (
     check_post_low_min,
     check_sensor_error_fraction,
     decide_packed_with_margin,
+    low_reading_within,
     proposes_increase,
     within_increase_margin,
 )
@@ -209,7 +210,6 @@ class DosingEngineController:
         self._pending_bolus: int | None = None  # programmed, delivered amount not yet known
         self._carbs: list[tuple[float, float, float]] = []
         self._last_smb_s: float | None = None
-        self._last_low_s = -math.inf
         self._last_guard_fail_s = -math.inf
         self._last_meal_s = -math.inf  # when the newest announced meal was eaten
         self._super_until_s = -math.inf  # pump-side zero temp of a super bolus kept until then
@@ -276,8 +276,6 @@ class DosingEngineController:
         extra_bolus_u: float,
         bolus_running: bool,
         mode: Mode | None = None,
-        *,
-        post_low: bool = True,
     ) -> PackedInput:
         now_s = inp.t_min * 60.0
         pump = inp.pump
@@ -285,10 +283,8 @@ class DosingEngineController:
         params[Param.NOW_S] = now_s
         if mode is not None:
             params[Param.MODE] = float(mode)
-        elif (
-            post_low
-            and self.tuning.mode == Mode.CLOSED_LOOP_SMB
-            and now_s - self._last_low_s < self.tuning.post_low_no_smb_min * 60.0
+        elif self.tuning.mode == Mode.CLOSED_LOOP_SMB and low_reading_within(
+            self._cgm_t, self._cgm_g, now_s, self.tuning.post_low_no_smb_min
         ):
             params[Param.MODE] = float(Mode.CLOSED_LOOP)
         running = pump.temp_basal_u_per_h
@@ -409,8 +405,6 @@ class DosingEngineController:
         now_s = inp.t_min * 60.0
         self._record_events(inp)
         if inp.cgm is not None:
-            if inp.cgm.glucose_mg_dl < 70:
-                self._last_low_s = now_s
             self._cgm_t.append(now_s)
             self._cgm_g.append(float(min(max(inp.cgm.glucose_mg_dl, 39), 401)))
             if self.tuning.assess_cgm:
@@ -442,7 +436,7 @@ class DosingEngineController:
             # the default: the shared rules exactly as the service applies them (margin, and
             # no micro-bolus after a low reading)
             out, withheld = decide_packed_with_margin(
-                self._packed(inp, 0.0, False, post_low=False),
+                self._packed(inp, 0.0, False, self.tuning.mode),
                 tuning.increase_margin_iob_fraction,
                 self._out,
                 post_low_no_smb_min=tuning.post_low_no_smb_min,
