@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -55,6 +56,19 @@ def _records(topic: str, key: str, servers: str, timeout_s: float = 30.0) -> lis
         return out
     finally:
         consumer.close()
+
+
+def _records_until(
+    topic: str, key: str, servers: str, done: Callable[[list[bytes]], bool], timeout_s: float = 30.0
+) -> list[bytes]:
+    """Re-read `topic` until `done` holds: the gateway publishes through its outbox, so a state it
+    already reports over gRPC reaches the topic a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = _records(topic, key, servers)
+        if done(out) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
@@ -117,12 +131,15 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
         assert states[:2] == [S.PUMP_COMMAND_STATE_QUEUED, S.PUMP_COMMAND_STATE_SENT]
         assert S.PUMP_COMMAND_STATE_RECEIVED in states
         assert hub.person.pump.status(hub.person.t_min).temp_basal_u_per_h == pytest.approx(0.85)
-        outcomes = [device_pb2.PumpCommandOutcome.FromString(d) for d in _records(
-            "pump.command_outcomes.v1", patient, servers)]  # fmt: skip
-        assert any(
-            o.command_id == command.command_id and o.state == S.PUMP_COMMAND_STATE_EXECUTED
-            for o in outcomes
-        )
+
+        def executed(records: list[bytes]) -> bool:
+            outcomes = [device_pb2.PumpCommandOutcome.FromString(d) for d in records]
+            return any(
+                o.command_id == command.command_id and o.state == S.PUMP_COMMAND_STATE_EXECUTED
+                for o in outcomes
+            )
+
+        assert executed(_records_until("pump.command_outcomes.v1", patient, servers, executed))
 
         # --- the cloud goes away for two simulated hours
         outage_start = agent.clock.now()
@@ -143,11 +160,20 @@ def test_readings_commands_and_a_two_hour_outage(tmp_path: Path) -> None:
         expected = [
             r.timestamp for r in hub.person.readings if window[0] <= r.timestamp <= window[1]
         ]
-        raw = [
-            cgm_pb2.RawCgmReading.FromString(d)
-            for d in _records("cgm.readings.raw.v1", patient, servers)
-        ]
-        seen = [r.measured_at.ToDatetime().replace(tzinfo=expected[0].tzinfo) for r in raw]
+
+        def measured_times(records: list[bytes]) -> list[datetime]:
+            return [
+                cgm_pb2.RawCgmReading.FromString(d).measured_at.ToDatetime()
+                .replace(tzinfo=expected[0].tzinfo)
+                for d in records
+            ]  # fmt: skip
+
+        def all_arrived(records: list[bytes]) -> bool:
+            return set(expected) <= set(measured_times(records))
+
+        records = _records_until("cgm.readings.raw.v1", patient, servers, all_arrived)
+        raw = [cgm_pb2.RawCgmReading.FromString(d) for d in records]
+        seen = measured_times(records)
         assert len(expected) >= 20
         missing = [t for t in expected if t not in set(seen)]
         assert missing == []
