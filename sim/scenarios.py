@@ -53,6 +53,9 @@ class Scenario:
     missed_bolus_prob: float = 0.0
     late_bolus_prob: float = 0.0
     late_bolus_delay_min: tuple[int, int] = (20, 60)
+    # announced meals are bolused (and their carbs entered) this long before eating: the 15–20 min
+    # pre-bolus clinics teach for rapid-acting insulin; 0 = at the start of eating
+    bolus_lead_min: int = 0
     exercise_prob_per_day: float = 0.0
     dawn: bool = True
     dawn_rise: tuple[float, float] | None = None  # overrides the person's own dawn rise
@@ -70,6 +73,12 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         Scenario("carb_error", 7, "carb counts off by up to ±30 %", carb_error=0.3),
         Scenario(
             "missed_bolus", 7, "a quarter of meals eaten without a bolus", missed_bolus_prob=0.25
+        ),
+        Scenario(
+            "pre_bolus",
+            14,
+            "the standard days with every meal bolused 15 min before eating",
+            bolus_lead_min=15,
         ),
         Scenario(
             "late_bolus", 7, "half the meals bolused 20–60 min after eating", late_bolus_prob=0.5
@@ -148,7 +157,7 @@ def plan(scenario: Scenario, person: VirtualPerson, rng: np.random.Generator) ->
                 if scenario.carb_error > 0:
                     err = rng.uniform(1 - scenario.carb_error, 1 + scenario.carb_error)
                     announced = float(round(carbs * err))
-                when: int | None = eat
+                when: int | None = eat - scenario.bolus_lead_min
                 if rng.random() < scenario.missed_bolus_prob:
                     when = None
                 elif rng.random() < scenario.late_bolus_prob:

@@ -145,3 +145,18 @@ def test_a_low_is_treated_with_carbs_by_body_weight(cohort):
     taken = result.rescue_carbs_g[0][result.rescue_carbs_g[0] > 0]
     assert len(taken) >= 1
     assert set(taken.tolist()) == {rescue_carbs_g(child.weight_kg)}
+
+
+def test_pre_bolus_scenario_boluses_before_eating_and_lowers_the_peak(cohort):
+    people = cohort[:3]  # children: their carbs act fastest against their insulin
+    at_meal = run_cohort(people, SCENARIOS["standard"], seed=5, days=2)
+    early = run_cohort(people, SCENARIOS["pre_bolus"], seed=5, days=2)
+    for plan_at, plan_early in zip(at_meal.plans, early.plans, strict=True):
+        # the same days: the same meals, each announced 15 min before it is eaten
+        assert [m.t_min for m in plan_at.meals] == [m.t_min for m in plan_early.meals]
+        assert all(m.announce_t_min == m.t_min - 15 for m in plan_early.meals)
+    for i in range(len(people)):
+        first_bolus_step = int(np.flatnonzero(early.bolus_u[i] > 0)[0])
+        first_meal_step = early.plans[i].meals[0].t_min // 5
+        assert first_bolus_step == first_meal_step - 3
+    assert early.glucose_mg_dl.max(axis=1).mean() < at_meal.glucose_mg_dl.max(axis=1).mean() - 10
