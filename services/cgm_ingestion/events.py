@@ -105,30 +105,47 @@ _REASONS = {
 }
 
 
+# Seconds of 1970-01-01 … 9999-12-31T23:59:59 UTC: a valid Timestamp's range (protobuf's).
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _device_time(at: Any) -> datetime | None:
+    """`at.ToDatetime(UTC)`, None outside protobuf's Timestamp range (years 1-9999): no time
+    at all, rejected as missing rather than raising out of the handler (found by tests/fuzz).
+    A valid Timestamp is converted here with the same arithmetic (epoch + seconds + whole
+    µs of the nanos), without its checks and zone conversion (once per reading)."""
+    seconds, nanos = at.seconds, at.nanos
+    if _MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000:
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    with contextlib.suppress(ValueError):
+        return at.ToDatetime(UTC)  # type: ignore[no-any-return]
+    return None
+
+
 def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawReading:
-    device_time = None
-    if message.HasField("measured_at"):
-        # Outside protobuf's Timestamp range (years 1-9999) it is no time at all: rejected
-        # as missing rather than raising out of the handler (found by tests/fuzz).
-        with contextlib.suppress(ValueError):
-            device_time = message.measured_at.ToDatetime(UTC)
+    device_time = _device_time(message.measured_at) if message.HasField("measured_at") else None
     started = None
     if device_time is not None and message.sensor_age_min:
         with contextlib.suppress(OverflowError):  # an age reaching before year 1: unknown
             started = device_time - timedelta(minutes=message.sensor_age_min)
-    unit = _UNITS.get(message.glucose.unit, f"unit#{message.glucose.unit}")
-    return RawReading(
+    glucose = message.glucose
+    unit = _UNITS.get(glucose.unit) or f"unit#{glucose.unit}"
+    # RawReading(...) without the frozen dataclass's per-field object.__setattr__.
+    raw = object.__new__(RawReading)
+    raw.__dict__.update(
         patient_id=message.patient_id,
         sensor_id=message.sensor_id,
         device_time=device_time,
-        value=message.glucose.value if message.HasField("glucose") else float("nan"),
+        value=glucose.value if message.HasField("glucose") else float("nan"),
         unit=unit,
         sensor_started_at=started,
         event_id=event_id or message.source_record_id,
     )
+    return raw
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -249,16 +266,20 @@ def handle_raw(
     events_topic: str = EVENTS_TOPIC,
     cache: SeriesCache | None = None,
     parsed: cgm_pb2.RawCgmReading | None = None,
+    service: IngestionService | None = None,
 ) -> None:
-    """One raw reading: validate, dedupe, store, assess; outgoing events into the outbox."""
-    repository = ReadingRepository(session, cache)
-    service = IngestionService(repository, clock, night_time_zone)
+    """One raw reading: validate, dedupe, store, assess; outgoing events into the outbox.
+
+    `service`: one already built on a `ReadingRepository(session, cache)` (a batch reuses
+    it for all its readings)."""
+    if service is None:
+        service = IngestionService(ReadingRepository(session, cache), clock, night_time_zone)
     try:
         message = parsed if parsed is not None else envelope.parse(cgm_pb2.RawCgmReading)
     except MalformedEventError as exc:
         # Garbage is recorded with its bytes, never dropped and never a crash.
         raw = RawReading(envelope.key, "", None, float("nan"), "", event_id=envelope.event_id)
-        repository.add_rejection(
+        ReadingRepository(session, cache).add_rejection(
             raw, Rejection(RejectReason.UNDECODABLE, str(exc)), clock.now(), envelope.data
         )
         return
@@ -298,6 +319,8 @@ class RawHandler:
         self._events_topic = events_topic
         self._cache = cache
         self._parsed: dict[str, cgm_pb2.RawCgmReading] | None = None
+        # The batch's session and the service on it (built once per batch, not per reading).
+        self._batch: tuple[Session, IngestionService] | None = None
 
     def order(self, envelopes: list[Envelope]) -> list[int]:
         """Positions of `envelopes` in measurement order per person (garbage first);
@@ -317,17 +340,24 @@ class RawHandler:
             else:
                 keys.append((envelope.key, float("-inf")))
         self._parsed = parsed
+        self._batch = None
         return sorted(range(len(envelopes)), key=keys.__getitem__)
 
     def end_batch(self) -> None:
         self._parsed = None
+        self._batch = None
 
     def __call__(self, envelope: Envelope, session: Session) -> None:
         parsed = None
+        service = None
         if self._parsed is not None:
-            # Batch path: writes are collected and inserted together before the commit.
-            PendingWrites.start(session)
-            outbox.batch_inserts(session)
+            if self._batch is None or self._batch[0] is not session:
+                # Batch path: writes are collected and inserted together before the commit.
+                PendingWrites.start(session)
+                outbox.batch_inserts(session)
+                repository = ReadingRepository(session, self._cache)
+                self._batch = (session, IngestionService(repository, self._clock, self._zone))
+            service = self._batch[1]
             parsed = self._parsed.get(envelope.event_id)
         handle_raw(
             envelope,
@@ -338,6 +368,7 @@ class RawHandler:
             events_topic=self._events_topic,
             cache=self._cache,
             parsed=parsed,
+            service=service,
         )
 
 

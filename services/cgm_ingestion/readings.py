@@ -99,6 +99,11 @@ class Rejection:
 
 def to_mg_dl(value: float, unit: str) -> float | None:
     """`value` in mg/dL, or None for an unknown unit."""
+    # The spellings the Kafka handler produces, before normalising anything else.
+    if unit == "mg/dL":
+        return value
+    if unit == "mmol/L":
+        return value * MMOL_L_TO_MG_DL
     normalised = unit.strip().lower().replace(" ", "")
     if normalised in ("mg/dl", "mg_dl", "mgdl"):
         return value
@@ -143,7 +148,10 @@ def validate(raw: RawReading, now: datetime) -> ValidReading | Rejection:
     else:
         flag = RangeFlag.IN_RANGE
     utc_time = raw.device_time.astimezone(now.tzinfo)
-    return ValidReading(
+    # ValidReading(...) without the frozen dataclass's per-field object.__setattr__ (once
+    # per reading on the hot path); the same fields and values.
+    valid = object.__new__(ValidReading)
+    valid.__dict__.update(
         patient_id=raw.patient_id,
         sensor_id=raw.sensor_id,
         device_time=utc_time,
@@ -152,3 +160,4 @@ def validate(raw: RawReading, now: datetime) -> ValidReading | Rejection:
         identity=identity_hash(raw.patient_id, raw.sensor_id, utc_time),
         sensor_started_at=raw.sensor_started_at,
     )
+    return valid

@@ -5,9 +5,8 @@ from __future__ import annotations
 import bisect
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from services.cgm_ingestion.assessment import Fault, Trend
 from services.cgm_ingestion.readings import RangeFlag, RawReading, Rejection, ValidReading
-from services.cgm_ingestion.service import StoredReading
+from services.cgm_ingestion.service import StoredReading, Window
 from services.runtime.db import new_metadata, sqlite_driver
 from services.runtime.kafka import dedupe
 
@@ -113,47 +112,51 @@ def _row(row: object) -> StoredReading:
 
 
 def _from_mapping(m: Any) -> StoredReading:
-    device_time = _dt(m["device_time_us"])
+    device_time_us = m["device_time_us"]
+    device_time = _dt(device_time_us)
     received = _dt(m["received_at_us"])
     assert device_time is not None
     assert received is not None
     faults = frozenset(Fault(f) for f in m["faults"].split(",") if f)
-    return StoredReading(
-        patient_id=m["patient_id"],
-        sensor_id=m["sensor_id"],
-        device_time=device_time,
-        glucose_mg_dl=m["glucose_mg_dl"],
-        range_flag=RangeFlag(m["range_flag"]),
-        identity=m["identity"],
-        trend=Trend(m["trend"]),
-        rate_mg_dl_per_min=m["rate_mg_dl_per_min"],
-        noise_level=m["noise_level"],
-        faults=faults,
-        quality=m["quality"],
-        received_at=received,
-        backfilled=bool(m["backfilled"]),
-        sensor_started_at=_dt(m["sensor_started_at_us"]),
+    return StoredReading.new(
+        m["patient_id"],
+        m["sensor_id"],
+        device_time,
+        m["glucose_mg_dl"],
+        RangeFlag(m["range_flag"]),
+        m["identity"],
+        Trend(m["trend"]),
+        m["rate_mg_dl_per_min"],
+        m["noise_level"],
+        faults,
+        m["quality"],
+        received,
+        bool(m["backfilled"]),
+        _dt(m["sensor_started_at_us"]),
+        # What device_time.timestamp() gives: the exact quotient, correctly rounded.
+        device_time_us / 1_000_000,
     )
 
 
-def _values(reading: StoredReading) -> dict[str, object]:
+def _values(reading: StoredReading) -> tuple[Any, ...]:
+    """The row of `reading`, in the order of `_READING_COLUMNS` (the table's columns)."""
     started = reading.sensor_started_at
-    return {
-        "identity": reading.identity,
-        "patient_id": reading.patient_id,
-        "sensor_id": reading.sensor_id,
-        "device_time_us": _us(reading.device_time),
-        "glucose_mg_dl": reading.glucose_mg_dl,
-        "range_flag": reading.range_flag.value,
-        "trend": reading.trend.value,
-        "rate_mg_dl_per_min": reading.rate_mg_dl_per_min,
-        "noise_level": reading.noise_level,
-        "faults": ",".join(sorted(reading.faults)),
-        "quality": reading.quality,
-        "received_at_us": _us(reading.received_at),
-        "backfilled": reading.backfilled,
-        "sensor_started_at_us": _us(started) if started else None,
-    }
+    return (
+        reading.identity,
+        reading.patient_id,
+        reading.sensor_id,
+        _us(reading.device_time),
+        reading.glucose_mg_dl,
+        reading.range_flag.value,
+        reading.trend.value,
+        reading.rate_mg_dl_per_min,
+        reading.noise_level,
+        ",".join(sorted(reading.faults)),
+        reading.quality,
+        _us(reading.received_at),
+        reading.backfilled,
+        _us(started) if started else None,
+    )
 
 
 # Readings kept in memory per series once loaded: enough for every backward-looking check.
@@ -184,7 +187,11 @@ _update_sensor = (
 SeriesKey = tuple[str, str]
 _plain_insert_reading = readings.insert()
 _READING_COLUMNS = tuple(c.name for c in readings.columns)
-_reading_tuple = itemgetter(*_READING_COLUMNS)
+_TREND_AT = _READING_COLUMNS.index("trend")
+_RATE_AT = _READING_COLUMNS.index("rate_mg_dl_per_min")
+_NOISE_AT = _READING_COLUMNS.index("noise_level")
+_FAULTS_AT = _READING_COLUMNS.index("faults")
+_QUALITY_AT = _READING_COLUMNS.index("quality")
 _SQLITE_SERIES = (
     f"SELECT {', '.join(_READING_COLUMNS)} FROM readings"  # noqa: S608 (constant names)
     " WHERE patient_id = ? AND sensor_id = ? AND device_time_us >= ?"
@@ -211,7 +218,7 @@ class PendingWrites:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self.readings: dict[str, dict[str, object]] = {}
+        self.readings: dict[str, tuple[Any, ...]] = {}  # rows as `_values` builds them
         event.listen(session, "before_commit", self._before_commit)
 
     @staticmethod
@@ -238,12 +245,14 @@ class PendingWrites:
         self.readings = {}
         raw = sqlite_driver(self._session)
         if raw is None:
-            self._session.execute(_plain_insert_reading, rows)
+            self._session.execute(
+                _plain_insert_reading, [dict(zip(_READING_COLUMNS, r, strict=True)) for r in rows]
+            )
             return
         # Straight to the driver: every column here is a plain string, number, bool or NULL,
         # which the driver stores as SQLAlchemy would.
         try:
-            raw.executemany(_SQLITE_INSERT_READING, [_reading_tuple(r) for r in rows])
+            raw.executemany(_SQLITE_INSERT_READING, rows)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(_SQLITE_INSERT_READING, None, exc) from exc
 
@@ -260,16 +269,30 @@ class _Series:
     rows: list[StoredReading]
     identities: set[str]
     times_us: list[int]
+    # The same times in seconds (`time_s()`) and the values as floats: what the assessment
+    # kernel takes, sliced instead of rebuilt from the rows for every new reading.
+    times_s: list[float]
+    values: list[float]
 
     @staticmethod
     def of(loaded_from_us: int, rows: list[StoredReading]) -> _Series:
         return _Series(
-            loaded_from_us, rows, {r.identity for r in rows}, [_us(r.device_time) for r in rows]
+            loaded_from_us,
+            rows,
+            {r.identity for r in rows},
+            [_us(r.device_time) for r in rows],
+            [r.time_s() for r in rows],
+            [float(r.glucose_mg_dl) for r in rows],
         )
 
     def copy(self) -> _Series:
         return _Series(
-            self.loaded_from_us, list(self.rows), set(self.identities), list(self.times_us)
+            self.loaded_from_us,
+            list(self.rows),
+            set(self.identities),
+            list(self.times_us),
+            list(self.times_s),
+            list(self.values),
         )
 
 
@@ -311,10 +334,15 @@ class SeriesCache:
                             identities = fresh.identities
                             identities.difference_update([r.identity for r in fresh.rows[:cut]])
                             kept = _Series(
-                                floor, fresh.rows[cut:], identities, fresh.times_us[cut:]
+                                floor,
+                                fresh.rows[cut:],
+                                identities,
+                                fresh.times_us[cut:],
+                                fresh.times_s[cut:],
+                                fresh.values[cut:],
                             )
                         else:
-                            kept = _Series(floor, fresh.rows, fresh.identities, fresh.times_us)
+                            kept = replace(fresh, loaded_from_us=floor)
                 self._series[key] = kept
             self._sensors.update(sensor_times)
 
@@ -352,8 +380,8 @@ class ReadingRepository:
         session.info["cgm_work"] = {}
         session.info["cgm_sensors"] = {}
 
-    def _series_from(self, patient_id: str, sensor_id: str, at: datetime) -> _Series | None:
-        """The working copy of a series, if the cache covers `at` (loading it if needed)."""
+    def _series_from(self, patient_id: str, sensor_id: str, at_us: int) -> _Series | None:
+        """The working copy of a series, if the cache covers `at_us` (loading it if needed)."""
         if self._cache is None:
             return None
         key = (patient_id, sensor_id)
@@ -361,11 +389,11 @@ class ReadingRepository:
         if work is None:
             work = self._cache.get(key)
             if work is None:
-                floor = _us(at) - CACHE_HISTORY_S * 1_000_000
+                floor = at_us - CACHE_HISTORY_S * 1_000_000
                 rows = self._select_series(patient_id, sensor_id, floor, None)
                 work = _Series.of(floor, rows)
             self._work[key] = work
-        return work if _us(at) >= work.loaded_from_us else None
+        return work if at_us >= work.loaded_from_us else None
 
     def _select_series(
         self, patient_id: str, sensor_id: str, start_us: int, end_us: int | None
@@ -395,7 +423,7 @@ class ReadingRepository:
 
     # -- used by IngestionService
     def find(self, reading: ValidReading) -> StoredReading | None:
-        series = self._series_from(reading.patient_id, reading.sensor_id, reading.device_time)
+        series = self._series_from(reading.patient_id, reading.sensor_id, _us(reading.device_time))
         if series is not None:
             if reading.identity not in series.identities:
                 return None
@@ -409,13 +437,21 @@ class ReadingRepository:
     def series(
         self, patient_id: str, sensor_id: str, start: datetime, end: datetime
     ) -> list[StoredReading]:
-        cached = self._series_from(patient_id, sensor_id, start)
-        if cached is not None:
-            # _us is exact for microsecond datetimes: the same bounds as comparing times.
-            lo = bisect.bisect_left(cached.times_us, _us(start))
-            hi = bisect.bisect_right(cached.times_us, _us(end), lo)
-            return cached.rows[lo:hi]
+        window = self.window(patient_id, sensor_id, _us(start), _us(end))
+        if window is not None:
+            return window[0]
         return self._select_series(patient_id, sensor_id, _us(start), _us(end))
+
+    def window(self, patient_id: str, sensor_id: str, start_us: int, end_us: int) -> Window | None:
+        """`series` from the cache with the readings' times (s) and values (float); None when
+        the cache does not cover `start_us` (the caller queries `series`)."""
+        cached = self._series_from(patient_id, sensor_id, start_us)
+        if cached is None:
+            return None
+        # _us is exact for microsecond datetimes: the same bounds as comparing times.
+        lo = bisect.bisect_left(cached.times_us, start_us)
+        hi = bisect.bisect_right(cached.times_us, end_us, lo)
+        return cached.rows[lo:hi], cached.times_s[lo:hi], cached.values[lo:hi]
 
     def _flush_pending(self) -> None:
         pending = PendingWrites.of(self._session)
@@ -431,7 +467,9 @@ class ReadingRepository:
             self._remember(reading)
             return True
         statement = _insert_reading[self._session.get_bind().dialect.name]
-        result = self._session.execute(statement, _values(reading))
+        result = self._session.execute(
+            statement, dict(zip(_READING_COLUMNS, _values(reading), strict=True))
+        )
         if getattr(result, "rowcount", 1) == 0:
             # Stored by someone the cache did not know about: a duplicate after all.
             if self._cache is not None:
@@ -448,6 +486,8 @@ class ReadingRepository:
             at = bisect.bisect_left(series.times_us, time_us)
             series.rows.insert(at, reading)
             series.times_us.insert(at, time_us)
+            series.times_s.insert(at, reading.time_s())
+            series.values.insert(at, float(reading.glucose_mg_dl))
             series.identities.add(reading.identity)
 
     def update_assessment(self, reading: StoredReading) -> None:
@@ -463,11 +503,11 @@ class ReadingRepository:
             [
                 {
                     "b_identity": reading.identity,
-                    "b_trend": values["trend"],
-                    "b_rate": values["rate_mg_dl_per_min"],
-                    "b_noise": values["noise_level"],
-                    "b_faults": values["faults"],
-                    "b_quality": values["quality"],
+                    "b_trend": values[_TREND_AT],
+                    "b_rate": values[_RATE_AT],
+                    "b_noise": values[_NOISE_AT],
+                    "b_faults": values[_FAULTS_AT],
+                    "b_quality": values[_QUALITY_AT],
                 }
             ],
         )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bisect
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -49,9 +49,6 @@ HISTORY_S = 2 * 3600
 AFFECTED_AFTER_S = max(TREND_WINDOW_S, NOISE_WINDOW_S, GAP_THRESHOLD_S)
 NIGHT_START_HOUR = 22
 NIGHT_END_HOUR = 7
-
-
-_device_time = attrgetter("device_time")
 
 
 @dataclass(frozen=True)
@@ -94,6 +91,47 @@ class StoredReading:
         copy = object.__new__(StoredReading)
         copy.__dict__.update(fields)  # the cached time stays valid: same device time
         return copy
+
+    @staticmethod
+    def new(  # noqa: PLR0917 (every field, positionally: the hot path)
+        patient_id: str,
+        sensor_id: str,
+        device_time: datetime,
+        glucose_mg_dl: int,
+        range_flag: RangeFlag,
+        identity: str,
+        trend: Trend,
+        rate_mg_dl_per_min: float | None,
+        noise_level: int,
+        faults: frozenset[Fault],
+        quality: int,
+        received_at: datetime,
+        backfilled: bool,
+        sensor_started_at: datetime | None,
+        time_s: float,
+    ) -> StoredReading:
+        """`StoredReading(...)` with its device time in seconds (`time_s()`) already known,
+        without the frozen dataclass's fourteen `object.__setattr__` calls (once per new
+        reading and per row loaded)."""
+        reading = object.__new__(StoredReading)
+        reading.__dict__.update(
+            patient_id=patient_id,
+            sensor_id=sensor_id,
+            device_time=device_time,
+            glucose_mg_dl=glucose_mg_dl,
+            range_flag=range_flag,
+            identity=identity,
+            trend=trend,
+            rate_mg_dl_per_min=rate_mg_dl_per_min,
+            noise_level=noise_level,
+            faults=faults,
+            quality=quality,
+            received_at=received_at,
+            backfilled=backfilled,
+            sensor_started_at=sensor_started_at,
+            _time_s=time_s,
+        )
+        return reading
 
     def time_s(self) -> float:
         """`device_time.timestamp()`, computed once: a series is turned into times for
@@ -162,6 +200,11 @@ class ReadingStore(Protocol):
     def note_sensor(self, sensor_id: str, seen: datetime) -> None: ...
 
 
+# What `ReadingRepository.window` returns: readings with start ≤ time ≤ end, their device
+# times in seconds (equal to `time_s()`) and values as floats; None when it must be queried.
+Window = tuple[list[StoredReading], list[float], list[float]]
+
+
 class IngestionService:
     """Accepts raw readings one at a time, in any order, any number of times."""
 
@@ -170,6 +213,10 @@ class IngestionService:
         self._clock = clock
         self._zone = ZoneInfo(night_time_zone)
         self._utc = night_time_zone == "UTC"
+        # Stores with a cache of the series (the repository) hand out its times and values.
+        self._window: Callable[[str, str, int, int], Window | None] | None = getattr(
+            store, "window", None
+        )
 
     def _is_night(self, at: datetime) -> bool:
         # Asked several times per reading; a UTC time in the UTC zone needs no conversion.
@@ -202,47 +249,62 @@ class IngestionService:
 
     def _accept(self, valid: ValidReading, now: datetime) -> IngestOutcome:
         t = valid.device_time
-        series = self._store.series(
-            valid.patient_id,
-            valid.sensor_id,
-            t - timedelta(seconds=HISTORY_S),
-            t + timedelta(seconds=AFFECTED_AFTER_S),
-        )
-        # The series is in time order: two bisections instead of comparing every row twice.
-        earlier = series[: bisect.bisect_left(series, t, key=_device_time)]
-        later = series[bisect.bisect_right(series, t, key=_device_time) :]
+        time_s = t.timestamp()
+        window = None
+        if self._window is not None:
+            # _us of the bounds below, exactly (whole µs; no float rounding at this size).
+            t_us = round(time_s * 1_000_000)
+            window = self._window(
+                valid.patient_id,
+                valid.sensor_id,
+                t_us - HISTORY_S * 1_000_000,
+                t_us + AFFECTED_AFTER_S * 1_000_000,
+            )
+        if window is None:
+            series = self._store.series(
+                valid.patient_id,
+                valid.sensor_id,
+                t - timedelta(seconds=HISTORY_S),
+                t + timedelta(seconds=AFFECTED_AFTER_S),
+            )
+            series_times = [r.time_s() for r in series]
+            series_values = [float(r.glucose_mg_dl) for r in series]
+        else:
+            series, series_times, series_values = window
+        # The series is in time order, and so are its times (distinct whole µs stay distinct
+        # and ordered as seconds): two bisections split it around the new reading.
+        index = bisect.bisect_left(series_times, time_s)
+        after = bisect.bisect_right(series_times, time_s, index)
+        later = series[after:]
         sensor_start = valid.sensor_started_at or self._store.first_seen(valid.sensor_id) or t
         self._store.note_sensor(valid.sensor_id, t)
         backfilled = bool(later) or self._has_newer(valid)
         # The new reading is assessed before it exists as a StoredReading: built once.
-        time_s = t.timestamp()
-        times = [r.__dict__.get("_time_s") or r.time_s() for r in earlier]
-        values = [float(r.glucose_mg_dl) for r in earlier]
-        index = len(times)
+        times = series_times[:index]
         times.append(time_s)
+        times += series_times[after:]
+        values = series_values[:index]
         values.append(float(valid.glucose_mg_dl))
-        for r in later:
-            times.append(r.time_s())
-            values.append(float(r.glucose_mg_dl))
+        values += series_values[after:]
         points = Series(times, values)
         result = self._assess(points, index, sensor_start, t, valid.range_flag)
-        reading = StoredReading(
-            patient_id=valid.patient_id,
-            sensor_id=valid.sensor_id,
-            device_time=t,
-            glucose_mg_dl=valid.glucose_mg_dl,
-            range_flag=valid.range_flag,
-            identity=valid.identity,
-            trend=result.trend,
-            rate_mg_dl_per_min=result.rate_mg_dl_per_min,
-            noise_level=result.noise_level,
-            faults=result.faults,
-            quality=result.quality,
-            received_at=now,
-            backfilled=backfilled,
-            sensor_started_at=sensor_start,
+        reading = StoredReading.new(
+            valid.patient_id,
+            valid.sensor_id,
+            t,
+            valid.glucose_mg_dl,
+            valid.range_flag,
+            valid.identity,
+            result.trend,
+            result.rate_mg_dl_per_min,
+            result.noise_level,
+            result.faults,
+            result.quality,
+            now,
+            backfilled,
+            sensor_start,
+            time_s,
         )
-        reading.__dict__["_time_s"] = time_s
         if not self._store.add(reading):
             return IngestOutcome(duplicate=True)
         outcome = IngestOutcome(reading=reading)
