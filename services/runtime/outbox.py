@@ -179,20 +179,26 @@ class _Batch:
             self.envelopes = []
             return
         to_db = _time_to_db(session)
-        values = [
-            (
-                r["event_id"],
-                r["topic"],
-                r["key"],
-                r["event_type"],
-                r["source"],
-                to_db(r["event_time"]),  # type: ignore[arg-type]
-                r["content_type"],
-                r["payload"],
-                to_db(r["created_at"]),  # type: ignore[arg-type]
+        values = []
+        for r in rows:
+            event_time = to_db(r["event_time"])  # type: ignore[arg-type]
+            # `add` stores one clock reading as both times: converted once.
+            created_at = (
+                event_time if r["created_at"] is r["event_time"] else to_db(r["created_at"])  # type: ignore[arg-type]
             )
-            for r in rows
-        ]
+            values.append(
+                (
+                    r["event_id"],
+                    r["topic"],
+                    r["key"],
+                    r["event_type"],
+                    r["source"],
+                    event_time,
+                    r["content_type"],
+                    r["payload"],
+                    created_at,
+                )
+            )
         try:
             if self.relay is None:
                 raw.executemany(_SQLITE_INSERT, values)
@@ -593,8 +599,11 @@ class OutboxRelay:
                     self._acked_at_s = time.monotonic()
                 self._acked.extend(ids)
                 self._unmarked.update(ids)
+            per_topic: dict[str, int] = {}
             for row in acknowledged:
-                OUTBOX_PUBLISHED.labels(row.topic).inc()
+                per_topic[row.topic] = per_topic.get(row.topic, 0) + 1
+            for topic, count in per_topic.items():  # a labels() lookup per topic, not per row
+                OUTBOX_PUBLISHED.labels(topic).inc(count)
             if not self._attached:
                 self.flush_marks()
         return len(acknowledged)
