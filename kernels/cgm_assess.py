@@ -82,13 +82,17 @@ def assess(
         night,
         out_of_sensor_range,
     )
-    return Assessment(
+    # Assessment(...) without the frozen dataclass's per-field object.__setattr__ (once or
+    # more per reading).
+    assessment = object.__new__(Assessment)
+    assessment.__dict__.update(
         rate_mg_dl_per_min=None if rate is None else round(rate, 2),
         trend=_TRENDS[trend],
         noise_level=noise,
         faults=_FAULT_SETS[faults],
         quality=quality,
     )
+    return assessment
 
 
 def faults_at(series: Series, index: int, *, night: bool = False) -> frozenset[Fault]:

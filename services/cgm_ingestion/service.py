@@ -171,6 +171,16 @@ class IngestOutcome:
     reassessed: list[StoredReading] = field(default_factory=list)
     events: list[CgmEvent] = field(default_factory=list)
 
+    @staticmethod
+    def accepted(reading: StoredReading, events: list[CgmEvent]) -> IngestOutcome:
+        """`IngestOutcome(reading=reading, events=events)` without the generated __init__'s
+        default-factory handling (once per new reading)."""
+        outcome = object.__new__(IngestOutcome)
+        outcome.__dict__.update(
+            reading=reading, rejection=None, duplicate=False, reassessed=[], events=events
+        )
+        return outcome
+
 
 class ReadingStore(Protocol):
     """What the service needs from storage (implemented by the repository)."""
@@ -307,8 +317,7 @@ class IngestionService:
         )
         if not self._store.add(reading):
             return IngestOutcome(duplicate=True)
-        outcome = IngestOutcome(reading=reading)
-        outcome.events += self._events_for(reading, points, index)
+        outcome = IngestOutcome.accepted(reading, self._events_for(reading, points, index))
         # Readings after an out-of-order insert were assessed without it: redo them.
         for offset, neighbour in enumerate(later, start=index + 1):
             updated = self._with_assessment(neighbour, points, offset)
@@ -362,17 +371,21 @@ class IngestionService:
                     detail=f"no readings for {gap_s / 60:.0f} min",
                 )
             )
-        previous_faults: frozenset[Fault] = frozenset()
-        if index > 0:
-            # A fault is reported once when it starts, not on every reading that carries it.
-            previous_faults = faults_at(
-                points, index - 1, night=self._is_night(reading.device_time)
-            )
-        for fault in sorted(reading.faults - previous_faults - {Fault.WARM_UP}):
-            events.append(self._fault(reading, fault, reading.device_time, f"{fault} started"))
-        if Fault.WARM_UP in reading.faults and not self._warm_up_reported(points, index, reading):
-            events.append(self._fault(reading, Fault.WARM_UP, reading.device_time, "warm-up"))
-        if self._is_night(reading.device_time):
+        night = self._is_night(reading.device_time)
+        # Most readings carry no fault: nothing can start, so the predecessor's faults (a
+        # kernel call) are not needed.
+        if reading.faults:
+            previous_faults: frozenset[Fault] = frozenset()
+            if index > 0:
+                # A fault is reported once when it starts, not on every reading that carries it.
+                previous_faults = faults_at(points, index - 1, night=night)
+            for fault in sorted(reading.faults - previous_faults - {Fault.WARM_UP}):
+                events.append(self._fault(reading, fault, reading.device_time, f"{fault} started"))
+            if Fault.WARM_UP in reading.faults and not self._warm_up_reported(
+                points, index, reading
+            ):
+                events.append(self._fault(reading, Fault.WARM_UP, reading.device_time, "warm-up"))
+        if night:
             episode = compression_episode(points, index)
             if episode is not None:
                 events.append(

@@ -232,8 +232,10 @@ class _Batch:
                 # As the relay would read it back (SQLite stores times without a zone).
                 at = _aware(from_db(to_db(added.time)))
                 envelope = replace(added, time=at)
-            topic: str = r["topic"]  # type: ignore[assignment]
-            self.inserted.append(OutboxRow(top + 1 + offset, topic, envelope))
+            # OutboxRow(...) without the frozen dataclass's per-field setattr (once per row).
+            row = object.__new__(OutboxRow)
+            row.__dict__.update(id=top + 1 + offset, topic=r["topic"], envelope=envelope)
+            self.inserted.append(row)
 
     def _before_commit(self, session: Session) -> None:
         if self.active:

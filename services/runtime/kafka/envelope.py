@@ -230,14 +230,22 @@ def encode_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     return headers
 
 
+# The headers every event carries, by name: no prefix test and slice per header.
+_HEADER_ATTRIBUTES = {
+    **{CE_PREFIX + name: name for name in ("specversion", "id", "type", "source", "time")},
+    CONTENT_TYPE_HEADER: CONTENT_TYPE_HEADER,
+}
+
+
 def decode_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
     """`ce_*` attributes (prefix removed) and `content-type`; MalformedEventError if unreadable."""
     attributes: dict[str, str] = {}
     for name, raw in headers:
-        if name.startswith(CE_PREFIX):
+        known = _HEADER_ATTRIBUTES.get(name)
+        if known is not None:
+            attribute = known
+        elif name.startswith(CE_PREFIX):
             attribute = name[3:]
-        elif name == CONTENT_TYPE_HEADER:
-            attribute = name
         else:
             continue
         if raw is None:
