@@ -164,6 +164,7 @@ class _Batch:
         self.inserted: list[OutboxRow] = []
         self.marking: list[int] = []
         self.unhanded = False
+        self.announced = False  # told the relay a hand-off follows this commit
         sa_event.listen(session, "before_commit", self._before_commit)
         sa_event.listen(session, "after_commit", self._after_commit)
         sa_event.listen(session, "after_rollback", self._after_rollback)
@@ -246,9 +247,16 @@ class _Batch:
             self.marking = self.relay.take_marks()
             if self.marking:
                 _mark(session, self.marking, self.relay.clock.now())
+            if self.inserted:
+                # Rows to hand over once the commit returns: the relay's idle scan would
+                # otherwise find them committed first and read them back (seen with 2,000-row
+                # transactions: the scan's 50 ms timer ran out during the commit's fsync).
+                self.relay.handing_over(True)
+                self.announced = True
 
     def _after_commit(self, _session: Session) -> None:
         relay, inserted, marking, unhanded = self.relay, self.inserted, self.marking, self.unhanded
+        announced = self.announced
         self._reset()
         if relay is None:
             return
@@ -256,15 +264,19 @@ class _Batch:
             relay.marks_committed(marking)
         if inserted:
             relay.hand_off(inserted)
+        if announced:
+            relay.handing_over(False)
         if unhanded:
             relay.wake()
 
     def _after_rollback(self, _session: Session) -> None:
         # After a rollback the rows must never reach a later commit of this session.
-        relay, marking = self.relay, self.marking
+        relay, marking, announced = self.relay, self.marking, self.announced
         self._reset()
         if relay is not None and marking:
             relay.marks_failed(marking)
+        if relay is not None and announced:
+            relay.handing_over(False)
 
     def _reset(self) -> None:
         self.active = False
@@ -273,6 +285,7 @@ class _Batch:
         self.inserted = []
         self.marking = []
         self.unhanded = False
+        self.announced = False
 
 
 def batch_inserts(session: Session) -> None:
@@ -515,6 +528,7 @@ class OutboxRelay:
         self._acked: list[int] = []  # published, acknowledged, not yet in a mark
         self._acked_at_s = 0.0
         self._unmarked: set[int] = set()  # published by the relay, mark not yet committed
+        self._handovers = 0  # writers between a commit with rows to hand over and the hand-off
 
     def attach(self, session_factory: sessionmaker[Session]) -> None:
         """Sessions of `session_factory` hand their committed batch rows (`batch_inserts`,
@@ -530,6 +544,12 @@ class OutboxRelay:
         with self._lock:
             self._handed.extend(rows)
         self._wake.set()
+
+    def handing_over(self, started: bool) -> None:
+        """A writer's commit with rows to hand over began (True) or ended (False): idle scans
+        wait for the hand-off rather than read those rows back."""
+        with self._lock:
+            self._handovers += 1 if started else -1
 
     def take_marks(self) -> list[int]:
         """Acknowledged rows for a writer's transaction to mark (`marks_committed` or
@@ -686,6 +706,9 @@ class OutboxRelay:
         scan = True
         while not self._stop.is_set():
             try:
+                if scan:
+                    with self._lock:
+                        scan = not self._handovers  # the hand-off is on its way
                 published = self._pass(scan=scan)
                 with self._lock:
                     marks_due = bool(self._acked) and (

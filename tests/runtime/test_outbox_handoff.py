@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime import outbox
@@ -161,6 +161,28 @@ def test_handed_rows_are_published_without_reading_them_back(
             ).order_by(outbox.outbox_events.c.id)
         ).all()
     assert [(e.event_id, e.key, e.data) for e in sent] == [tuple(row) for row in rows]
+
+
+def test_idle_scans_wait_for_a_committing_hand_off(
+    sessions: sessionmaker[Session], scans: list[int]
+) -> None:
+    """Between a batch's commit and its hand-off the rows are committed and pending: an idle
+    scan then would read them back. Here the gap lasts 0.3 s against 10 ms idle scans."""
+    producer = RecordingProducer()
+    relay = _relay(sessions, producer, poll_interval_s=0.01)
+    relay.start()
+    try:
+        with session_scope(sessions) as session:
+            # Registered before the outbox's own listeners: runs first after the commit.
+            event.listen(session, "after_commit", lambda _s: time.sleep(0.3))
+            outbox.batch_inserts(session)
+            added = outbox.add(session, "t.v1", "p-a", b"a", source="t", event_type="t.V")
+        _wait(lambda: producer.acked == [added.event_id])
+        time.sleep(0.1)  # idle scans after the hand-off find nothing new
+    finally:
+        relay.stop()
+    assert scans == []
+    assert [e.event_id for _, e in producer.sent] == [added.event_id]
 
 
 def test_handed_rows_the_broker_did_not_acknowledge_are_published_by_the_scan(
