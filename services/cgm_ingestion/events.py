@@ -251,6 +251,10 @@ def publish_outcome(
         )
     for event in outcome.events:
         proto = _event_to_proto(event, clock.now())
+        if outbox.holds_event(session, proto.event_id):
+            # the same episode found again: a reading backfilled into a compression low that
+            # was already reported completes its recovery a second time (same start)
+            continue
         _to_outbox(
             session, events_topic, event.patient_id, proto, clock=clock, event_id=proto.event_id
         )

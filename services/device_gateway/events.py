@@ -16,7 +16,6 @@ from kafka import KafkaConsumer
 from langerhans.cgm.v1 import cgm_pb2
 from langerhans.device.v1 import device_pb2
 from langerhans.pump.v1 import pump_pb2
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.runtime import outbox
@@ -89,10 +88,7 @@ def publish_telemetry(session: Session, item: device_pb2.DeviceTelemetry, clock:
 
 def publish_outcome(session: Session, outcome: device_pb2.PumpCommandOutcome, clock: Clock) -> None:
     event_id = f"{outcome.command_id}:{outcome.state}"
-    already = session.execute(
-        select(outbox.outbox_events.c.event_id).where(outbox.outbox_events.c.event_id == event_id)
-    ).first()
-    if already is not None:
+    if outbox.holds_event(session, event_id):
         # a command can reach a state twice only when a lost step is replayed (a settled
         # command offered again); consumers dedupe on the event id, so the first one stands
         return

@@ -57,6 +57,7 @@ __all__ = [
     "batch_inserts",
     "create_tables",
     "flush_batch",
+    "holds_event",
     "include_in",
     "metadata",
     "outbox_events",
@@ -352,6 +353,20 @@ def add(
             batch = session.info[_BATCH_KEY] = _Batch(session)
         batch.unhanded = True
     return envelope
+
+
+def holds_event(session: Session, event_id: str) -> bool:
+    """Whether an event with this id is in the outbox: added earlier in this transaction (also
+    still waiting in a batch) or stored, published or not. Ids derived from what an event says
+    make a second detection of the same thing the same event (consumers dedupe on the id; a
+    second insert would fail the whole transaction on the unique id)."""
+    batch: _Batch | None = session.info.get(_BATCH_KEY)
+    if batch is not None and any(row["event_id"] == event_id for row in batch.rows):
+        return True
+    found = session.execute(
+        select(outbox_events.c.id).where(outbox_events.c.event_id == event_id)
+    ).first()
+    return found is not None
 
 
 @dataclass(frozen=True)
