@@ -251,9 +251,11 @@ def publish_outcome(
         )
     for event in outcome.events:
         proto = _event_to_proto(event, clock.now())
-        if outbox.holds_event(session, proto.event_id):
-            # the same episode found again: a reading backfilled into a compression low that
-            # was already reported completes its recovery a second time (same start)
+        # An episode (start to recovery) can be found twice: a reading backfilled into a
+        # compression low already reported completes the recovery again, from the same start.
+        # Looked up for episodes only: they are rare, and the lookup is not free.
+        episode = event.fault is Fault.COMPRESSION_LOW and event.end_time > event.start_time
+        if episode and outbox.holds_event(session, proto.event_id):
             continue
         _to_outbox(
             session, events_topic, event.patient_id, proto, clock=clock, event_id=proto.event_id
