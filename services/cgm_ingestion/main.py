@@ -44,6 +44,12 @@ RELAY_BATCH = 5000
 class CgmIngestionSettings(ServiceSettings):
     service_name: str = SERVICE
     consumer_group: str = "cgm-ingestion"
+    # At 1,000 readings/s a fetch answered at once carries a few records, and each poll's
+    # transaction, commit and hand-off cost more than the readings in it. Waiting up to 20 ms
+    # for 32 KB gives batches of ~20–100 records: about 40 % less CPU per reading in a steady
+    # stream and a shorter p99, for ≤ 20 ms more latency per hop (docs/cgm-ingestion.md).
+    kafka_fetch_min_bytes: int = 32 * 1024
+    kafka_fetch_max_wait_ms: int = 20
     # Night hours for compression-low recognition are read in this zone.
     night_time_zone: str = "UTC"
     # Records per poll and per storage transaction. 2,000 rather than 500: per person and
@@ -133,7 +139,11 @@ async def run(settings: CgmIngestionSettings, stop: asyncio.Event | None = None)
             max_poll_records=settings.transaction_batch,
             poll_timeout_ms=50,
             # Topics created while the service starts are found within seconds, not minutes.
-            consumer_overrides={"metadata_max_age_ms": 5000},
+            consumer_overrides={
+                "metadata_max_age_ms": 5000,
+                "fetch_min_bytes": settings.kafka_fetch_min_bytes,
+                "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+            },
         ),
         handler,
         sessions,

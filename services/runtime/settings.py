@@ -44,6 +44,11 @@ class ServiceSettings(BaseSettings):
             "KAFKA_BOOTSTRAP_SERVERS", "LANGERHANS_KAFKA_BOOTSTRAP_SERVERS"
         ),
     )
+    # A consumer's fetch waits for this many bytes or this long, whichever comes first (Kafka's
+    # fetch.min.bytes / fetch.max.wait.ms). The defaults answer at once; a high-rate consumer
+    # sets a floor so a steady stream arrives in batches worth a transaction each.
+    kafka_fetch_min_bytes: int = Field(default=1, ge=1, le=50 * 1024 * 1024)
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, le=5_000)
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "LANGERHANS_DATABASE_URL"),
