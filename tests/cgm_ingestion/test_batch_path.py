@@ -23,33 +23,39 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 _offsets = iter(range(1_000_000))
 
 
-def _envelope(minute: int, value: float) -> Envelope:
+def _envelope(minute: int, value: float, now: datetime = NOW) -> Envelope:
+    """Reading `minute` of the hour before `now` (value in mg/dL) as a consumed record."""
     message = cgm_pb2.RawCgmReading(
         patient_id="p1",
         sensor_id="s1",
         glucose=common_pb2.GlucoseQuantity(value=value, unit=common_pb2.GLUCOSE_UNIT_MG_DL),
         sensor_age_min=3 * 1440,
     )
-    message.measured_at.FromDatetime(NOW - timedelta(minutes=60 - minute))
-    envelope = new_envelope("p1", message, source="test", time=NOW)
+    message.measured_at.FromDatetime(now - timedelta(minutes=60 - minute))
+    envelope = new_envelope("p1", message, source="test", time=now)
     return envelope.with_position("raw", 0, next(_offsets))
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> TimeOrderedRunner:
+def make_runner(tmp_path: Path, now: datetime = NOW) -> TimeOrderedRunner:
+    """The batch runner on a SQLite file, its clock fixed at `now`."""
     settings = CgmIngestionSettings(
         database_url=f"sqlite:///{tmp_path / 'cgm.sqlite3'}", kafka_bootstrap_servers="unused"
     )
     _, sessions = build(settings)
     cache = SeriesCache()
-    handler = make_handler(FixedClock(NOW), cache=cache)
+    handler = make_handler(FixedClock(now), cache=cache)
     config = RunnerConfig(
         group_id="g", topics=["raw"], bootstrap_servers="unused", transaction_batch=100
     )
-    built = TimeOrderedRunner(config, handler, sessions, clock=FixedClock(NOW))
+    built = TimeOrderedRunner(config, handler, sessions, clock=FixedClock(now))
     built.cache = cache
     built.raw_handler = handler
     return built
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> TimeOrderedRunner:
+    return make_runner(tmp_path)
 
 
 def _counts(runner: TimeOrderedRunner) -> tuple[int, list[str]]:
