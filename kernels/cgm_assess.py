@@ -18,6 +18,7 @@ from services.cgm_ingestion.assessment import (
     Fault,
     Trend,
 )
+from services.runtime.fast_init import without_init
 
 __all__ = ["Series", "assess", "compression_episode", "faults_at", "gap_before_s"]
 
@@ -82,17 +83,14 @@ def assess(
         night,
         out_of_sensor_range,
     )
-    # Assessment(...) without the frozen dataclass's per-field object.__setattr__ (once or
-    # more per reading).
-    assessment = object.__new__(Assessment)
-    assessment.__dict__.update(
+    return without_init(  # once or more per reading
+        Assessment,
         rate_mg_dl_per_min=None if rate is None else round(rate, 2),
         trend=_TRENDS[trend],
         noise_level=noise,
         faults=_FAULT_SETS[faults],
         quality=quality,
     )
-    return assessment
 
 
 def faults_at(series: Series, index: int, *, night: bool = False) -> frozenset[Fault]:

@@ -37,7 +37,11 @@ from services.runtime.kafka.consumer import ConsumerRunner, RunnerConfig, await_
 from services.runtime.kafka.envelope import Envelope
 from services.runtime.kafka.producer import EventProducer
 from services.runtime.outbox import OutboxRelay
-from services.runtime.settings import ServiceSettings
+from services.runtime.settings import (
+    STREAM_FETCH_MAX_WAIT_MS,
+    STREAM_FETCH_MIN_BYTES,
+    ServiceSettings,
+)
 from services.runtime.writer_lock import serialize_writers
 
 __all__ = ["AlertsSettings", "Scheduler", "build", "run", "serve"]
@@ -55,12 +59,8 @@ ALERTS_GAUGE_INTERVAL_S = 5.0
 class AlertsSettings(ServiceSettings):
     service_name: str = SERVICE
     consumer_group: str = "alerts"
-    # At 1,000 readings/s a fetch answered at once carries a few records, and each poll's
-    # transaction, commit and hand-off cost more than the readings in it. Waiting up to 20 ms
-    # for 32 KB gives batches of ~20–100 records: about 40 % less CPU per reading in a steady
-    # stream and a shorter p99, for ≤ 20 ms more latency per hop (docs/cgm-ingestion.md).
-    kafka_fetch_min_bytes: int = 32 * 1024
-    kafka_fetch_max_wait_ms: int = 20
+    kafka_fetch_min_bytes: int = STREAM_FETCH_MIN_BYTES  # a high-rate stream: batched fetches
+    kafka_fetch_max_wait_ms: int = STREAM_FETCH_MAX_WAIT_MS
     input_topics: tuple[str, ...] = INPUT_TOPICS
     alerts_topic: str = ALERTS_TOPIC
     deliveries_topic: str = DELIVERIES_TOPIC
@@ -221,12 +221,7 @@ async def run(settings: AlertsSettings, stop: asyncio.Event | None = None) -> No
             bootstrap_servers=settings.kafka_bootstrap_servers,
             transaction_batch=settings.transaction_batch,
             poll_timeout_ms=50,
-            # Topics created while the service starts are found within seconds, not minutes.
-            consumer_overrides={
-                "metadata_max_age_ms": 5000,
-                "fetch_min_bytes": settings.kafka_fetch_min_bytes,
-                "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
-            },
+            consumer_overrides=settings.consumer_overrides(),
         ),
         handler,
         sessions,

@@ -28,6 +28,7 @@ from services.cgm_ingestion.service import (
 )
 from services.runtime import outbox
 from services.runtime.clock import Clock
+from services.runtime.fast_init import without_init
 from services.runtime.kafka.envelope import (
     Envelope,
     MalformedEventError,
@@ -132,9 +133,8 @@ def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawRea
             started = device_time - timedelta(minutes=message.sensor_age_min)
     glucose = message.glucose
     unit = _UNITS.get(glucose.unit) or f"unit#{glucose.unit}"
-    # RawReading(...) without the frozen dataclass's per-field object.__setattr__.
-    raw = object.__new__(RawReading)
-    raw.__dict__.update(
+    return without_init(  # once per reading on the hot path
+        RawReading,
         patient_id=message.patient_id,
         sensor_id=message.sensor_id,
         device_time=device_time,
@@ -143,7 +143,6 @@ def raw_from_proto(message: cgm_pb2.RawCgmReading, event_id: str = "") -> RawRea
         sensor_started_at=started,
         event_id=event_id or message.source_record_id,
     )
-    return raw
 
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -285,9 +284,7 @@ def handle_raw(
     except MalformedEventError as exc:
         # Garbage is recorded with its bytes, never dropped and never a crash.
         raw = RawReading(envelope.key, "", None, float("nan"), "", event_id=envelope.event_id)
-        ReadingRepository(session, cache).add_rejection(
-            raw, Rejection(RejectReason.UNDECODABLE, str(exc)), clock.now(), envelope.data
-        )
+        service.reject(raw, Rejection(RejectReason.UNDECODABLE, str(exc)), envelope.data)
         return
     raw = raw_from_proto(message, envelope.event_id)
     outcome = service.ingest(raw)

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.runtime.fast_init import without_init
+
 __all__ = [
     "MAX_FUTURE",
     "MAX_PLAUSIBLE_RAW_MG_DL",
@@ -148,10 +150,8 @@ def validate(raw: RawReading, now: datetime) -> ValidReading | Rejection:
     else:
         flag = RangeFlag.IN_RANGE
     utc_time = raw.device_time.astimezone(now.tzinfo)
-    # ValidReading(...) without the frozen dataclass's per-field object.__setattr__ (once
-    # per reading on the hot path); the same fields and values.
-    valid = object.__new__(ValidReading)
-    valid.__dict__.update(
+    return without_init(  # once per reading on the hot path
+        ValidReading,
         patient_id=raw.patient_id,
         sensor_id=raw.sensor_id,
         device_time=utc_time,
@@ -160,4 +160,3 @@ def validate(raw: RawReading, now: datetime) -> ValidReading | Rejection:
         identity=identity_hash(raw.patient_id, raw.sensor_id, utc_time),
         sensor_started_at=raw.sensor_started_at,
     )
-    return valid

@@ -33,6 +33,7 @@ from services.cgm_ingestion.readings import (
     validate,
 )
 from services.runtime.clock import Clock
+from services.runtime.fast_init import without_init
 
 __all__ = [
     "CgmEvent",
@@ -88,9 +89,7 @@ class StoredReading:
             faults=faults,
             quality=quality,
         )
-        copy = object.__new__(StoredReading)
-        copy.__dict__.update(fields)  # the cached time stays valid: same device time
-        return copy
+        return without_init(StoredReading, **fields)  # the cached time stays valid
 
     @staticmethod
     def new(  # noqa: PLR0917 (every field, positionally: the hot path)
@@ -111,10 +110,9 @@ class StoredReading:
         time_s: float,
     ) -> StoredReading:
         """`StoredReading(...)` with its device time in seconds (`time_s()`) already known,
-        without the frozen dataclass's fourteen `object.__setattr__` calls (once per new
-        reading and per row loaded)."""
-        reading = object.__new__(StoredReading)
-        reading.__dict__.update(
+        without the generated `__init__` (once per new reading and per row loaded)."""
+        return without_init(
+            StoredReading,
             patient_id=patient_id,
             sensor_id=sensor_id,
             device_time=device_time,
@@ -131,7 +129,6 @@ class StoredReading:
             sensor_started_at=sensor_started_at,
             _time_s=time_s,
         )
-        return reading
 
     def time_s(self) -> float:
         """`device_time.timestamp()`, computed once: a series is turned into times for
@@ -173,13 +170,16 @@ class IngestOutcome:
 
     @staticmethod
     def accepted(reading: StoredReading, events: list[CgmEvent]) -> IngestOutcome:
-        """`IngestOutcome(reading=reading, events=events)` without the generated __init__'s
-        default-factory handling (once per new reading)."""
-        outcome = object.__new__(IngestOutcome)
-        outcome.__dict__.update(
-            reading=reading, rejection=None, duplicate=False, reassessed=[], events=events
+        """`IngestOutcome(reading=reading, events=events)` without the generated `__init__`
+        (once per new reading)."""
+        return without_init(
+            IngestOutcome,
+            reading=reading,
+            rejection=None,
+            duplicate=False,
+            reassessed=[],
+            events=events,
         )
-        return outcome
 
 
 class ReadingStore(Protocol):
@@ -199,7 +199,9 @@ class ReadingStore(Protocol):
 
     def update_assessment(self, reading: StoredReading) -> None: ...
 
-    def add_rejection(self, raw: RawReading, rejection: Rejection, at: datetime) -> None: ...
+    def add_rejection(
+        self, raw: RawReading, rejection: Rejection, at: datetime, payload: bytes | None = None
+    ) -> None: ...
 
     def first_seen(self, sensor_id: str) -> datetime | None: ...
 
@@ -233,9 +235,11 @@ class IngestionService:
         hour = at.hour if self._utc and at.tzinfo is UTC else at.astimezone(self._zone).hour
         return hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR
 
-    def reject(self, raw: RawReading, rejection: Rejection) -> IngestOutcome:
-        """Record a reading refused before it could be parsed into a RawReading properly."""
-        self._store.add_rejection(raw, rejection, self._clock.now())
+    def reject(
+        self, raw: RawReading, rejection: Rejection, payload: bytes | None = None
+    ) -> IngestOutcome:
+        """Record a refused reading (with the bytes received when they could not be parsed)."""
+        self._store.add_rejection(raw, rejection, self._clock.now(), payload)
         return IngestOutcome(rejection=rejection)
 
     def ingest(self, raw: RawReading) -> IngestOutcome:

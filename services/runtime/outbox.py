@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.db import new_metadata, sqlite_driver
+from services.runtime.fast_init import without_init
 from services.runtime.kafka.envelope import Envelope, ProtoMessage, new_envelope
 from services.runtime.kafka.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
 from services.runtime.kafka.producer import EventProducer
@@ -234,10 +235,9 @@ class _Batch:
                 # As the relay would read it back (SQLite stores times without a zone).
                 at = _aware(from_db(to_db(added.time)))
                 envelope = replace(added, time=at)
-            # OutboxRow(...) without the frozen dataclass's per-field setattr (once per row).
-            row = object.__new__(OutboxRow)
-            row.__dict__.update(id=top + 1 + offset, topic=r["topic"], envelope=envelope)
-            self.inserted.append(row)
+            self.inserted.append(  # once per row
+                without_init(OutboxRow, id=top + 1 + offset, topic=r["topic"], envelope=envelope)
+            )
 
     def _before_commit(self, session: Session) -> None:
         if self.active:

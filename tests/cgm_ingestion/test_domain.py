@@ -222,7 +222,7 @@ class FakeStore:
     def update_assessment(self, reading: StoredReading) -> None:
         self.rows[reading.identity] = reading
 
-    def add_rejection(self, raw, rejection, at) -> None:
+    def add_rejection(self, raw, rejection, at, payload=None) -> None:
         self.rejections.append((raw, rejection))
 
     def first_seen(self, sensor_id):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from langerhans.pump.v1 import pump_pb2
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from kernels.decision import BasalSegment, DecisionInput, Mode, TherapySettings
 from services.dosing_engine.events import COMMANDS_TOPIC, DECISIONS_TOPIC
 from services.dosing_engine.model import to_timestamp
 from services.dosing_engine.repository import metadata
@@ -26,7 +27,10 @@ from services.runtime.outbox import outbox_events
 from tests.runtime.conftest import kafka_bootstrap, make_topic
 
 __all__ = [
+    "KERNEL_NOW_S",
+    "KERNEL_SCHEDULED_U_PER_H",
     "START",
+    "closed_loop_input",
     "kafka_bootstrap",
     "make_topic",
     "published_decisions_and_commands",
@@ -36,6 +40,28 @@ __all__ = [
 ]
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+KERNEL_NOW_S = 100_000.0
+KERNEL_SCHEDULED_U_PER_H = 0.8
+
+
+def closed_loop_input(
+    glucose_mg_dl: Sequence[float], mode: Mode = Mode.CLOSED_LOOP_SMB
+) -> DecisionInput:
+    """A decision at `KERNEL_NOW_S` over readings 5 min apart ending then (the last one
+    newest): ISF 50, CR 10, max IOB 6 U, max basal 3 U/h, a flat schedule, no insulin given."""
+    n = len(glucose_mg_dl)
+    t = tuple(KERNEL_NOW_S - 300.0 * (n - 1 - i) for i in range(n))
+    settings = TherapySettings(
+        isf_mg_dl_per_u=50.0,
+        carb_ratio_g_per_u=10.0,
+        max_iob_u=6.0,
+        max_basal_u_per_h=3.0,
+        basal_schedule=(BasalSegment(start_min=0.0, rate_u_per_h=KERNEL_SCHEDULED_U_PER_H),),
+    )
+    return DecisionInput(
+        now_s=KERNEL_NOW_S, mode=mode, cgm_t_s=t, cgm_mg_dl=tuple(glucose_mg_dl), settings=settings
+    )
 
 
 def published_decisions_and_commands(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kernels._layout import Out
-from kernels.decision import BasalSegment, DecisionInput, Mode, TherapySettings, decide, pack
+from kernels.decision import DecisionInput, decide, pack
 from kernels.increase_margin import (
     FALLING_FASTER_CODE,
     decide_packed_with_margin,
@@ -16,26 +16,14 @@ from kernels.increase_margin import (
     expected_delta_mg_dl,
     min_delta_mg_dl,
 )
+from tests.dosing_engine.conftest import KERNEL_SCHEDULED_U_PER_H, closed_loop_input
 
-NOW_S = 100_000.0
-SCHEDULED = 0.8
+SCHEDULED = KERNEL_SCHEDULED_U_PER_H
 
 
 def _high_then(tail: list[float]) -> DecisionInput:
     """3 h at 250 mg/dL, then `tail` (the newest readings), no insulin on board."""
-    n = 36
-    g = [250.0] * (n - len(tail)) + tail
-    t = tuple(NOW_S - 300.0 * (n - 1 - i) for i in range(n))
-    settings = TherapySettings(
-        isf_mg_dl_per_u=50.0,
-        carb_ratio_g_per_u=10.0,
-        max_iob_u=6.0,
-        max_basal_u_per_h=3.0,
-        basal_schedule=(BasalSegment(start_min=0.0, rate_u_per_h=SCHEDULED),),
-    )
-    return DecisionInput(
-        now_s=NOW_S, mode=Mode.CLOSED_LOOP_SMB, cgm_t_s=t, cgm_mg_dl=tuple(g), settings=settings
-    )
+    return closed_loop_input([250.0] * (36 - len(tail)) + tail)
 
 
 def test_min_delta_is_the_smaller_of_the_last_change_and_the_short_average() -> None:

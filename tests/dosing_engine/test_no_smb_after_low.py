@@ -14,7 +14,7 @@ from langerhans.dosing.v1 import dosing_pb2
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernels._layout import Out
-from kernels.decision import BasalSegment, DecisionInput, Mode, TherapySettings, decide, pack
+from kernels.decision import DecisionInput, Mode, decide, pack
 from kernels.increase_margin import (
     NO_SMB_AFTER_LOW_CODE,
     check_post_low_min,
@@ -27,31 +27,22 @@ from services.runtime.clock import FixedClock
 from services.runtime.command_signing import CommandSigner
 from services.runtime.kafka.envelope import new_envelope
 from tests.dosing_engine.conftest import (
+    KERNEL_SCHEDULED_U_PER_H,
     START,
+    closed_loop_input,
     published_decisions_and_commands,
     reading,
     rising_history,
     settings_changed,
 )
 
-NOW_S = 100_000.0
-SCHEDULED = 0.8
+SCHEDULED = KERNEL_SCHEDULED_U_PER_H
 
 
 def _rising_from_a_low(mode: Mode = Mode.CLOSED_LOOP_SMB) -> DecisionInput:
     """3 h of readings rising 5 mg/dL per 5 min from 55 mg/dL: the readings below 70 are
     155–175 min old."""
-    n = 36
-    t = tuple(NOW_S - 300.0 * (n - 1 - i) for i in range(n))
-    g = tuple(55.0 + 5.0 * i for i in range(n))
-    settings = TherapySettings(
-        isf_mg_dl_per_u=50.0,
-        carb_ratio_g_per_u=10.0,
-        max_iob_u=6.0,
-        max_basal_u_per_h=3.0,
-        basal_schedule=(BasalSegment(start_min=0.0, rate_u_per_h=SCHEDULED),),
-    )
-    return DecisionInput(now_s=NOW_S, mode=mode, cgm_t_s=t, cgm_mg_dl=g, settings=settings)
+    return closed_loop_input([55.0 + 5.0 * i for i in range(36)], mode)
 
 
 def test_a_micro_bolus_within_the_window_after_a_low_becomes_a_temp_basal() -> None:

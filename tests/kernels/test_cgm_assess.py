@@ -5,6 +5,7 @@ compression episodes and gaps."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -46,6 +47,15 @@ def make_series(seed: int) -> tuple[list[float], list[float]]:
     return times, values
 
 
+def _outcome(assess: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """What `assess` returns, or the type of the ZeroDivisionError it raises (the kernel must
+    fail where the reference does)."""
+    try:
+        return assess(*args, **kwargs)
+    except ZeroDivisionError as exc:
+        return type(exc)
+
+
 def check_agree(times: list[float], values: list[float], rng: random.Random) -> None:
     points = [Point(t, g) for t, g in zip(times, values, strict=True)]
     series = cgm_assess.Series(times, values)
@@ -53,35 +63,12 @@ def check_agree(times: list[float], values: list[float], rng: random.Random) -> 
         started = rng.choice([None, times[0] - rng.uniform(-600.0, 9000.0)])
         night = rng.random() < 0.7
         out_of_range = rng.random() < 0.2
-        try:
-            expected: object = assessment.assess(
-                points,
-                index,
-                sensor_started_s=started,
-                night=night,
-                out_of_sensor_range=out_of_range,
-            )
-        except ZeroDivisionError as exc:
-            expected = type(exc)
-        try:
-            got: object = cgm_assess.assess(
-                series,
-                index,
-                sensor_started_s=started,
-                night=night,
-                out_of_sensor_range=out_of_range,
-            )
-        except ZeroDivisionError as exc:
-            got = type(exc)
+        kwargs = {"sensor_started_s": started, "night": night, "out_of_sensor_range": out_of_range}
+        expected = _outcome(assessment.assess, points, index, **kwargs)
+        got = _outcome(cgm_assess.assess, series, index, **kwargs)
         assert got == expected, (index, times, values)
-        try:
-            expected = assessment.faults_at(points, index, night=night)
-        except ZeroDivisionError as exc:
-            expected = type(exc)
-        try:
-            got = cgm_assess.faults_at(series, index, night=night)
-        except ZeroDivisionError as exc:
-            got = type(exc)
+        expected = _outcome(assessment.faults_at, points, index, night=night)
+        got = _outcome(cgm_assess.faults_at, series, index, night=night)
         assert got == expected, (index, times, values)
         assert cgm_assess.compression_episode(series, index) == assessment.compression_episode(
             points, index

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from time import time_ns
 from typing import Any, Protocol, TypeVar
 
+from services.runtime.fast_init import without_init
+
 __all__ = [
     "CONTENT_TYPE_PROTOBUF",
     "SPEC_VERSION",
@@ -88,9 +90,7 @@ class Envelope:
             fields["time"],
             fields["extensions"],
         )
-        envelope = object.__new__(cls)
-        envelope.__dict__.update(fields)
-        return envelope
+        return without_init(cls, **fields)
 
     def parse(self, message_type: type[M]) -> M:
         """The payload as `message_type`; MalformedEventError when the type or bytes do not fit."""
