@@ -87,6 +87,10 @@ class LoopTuning:
     carb_ratio_factor: float = 0.75
     carb_ratio_factor_child: float | None = 0.65
     carb_ratio_factor_adolescent: float | None = 0.7
+    # carb-ratio schedule on top of the factor above: (start minute of day, multiplier), first
+    # at 0, as a clinician programs a pump's CR schedule (the service looks the ratio up by
+    # the time of day); applies to the loop and the meal bolus
+    carb_ratio_schedule: tuple[tuple[int, float], ...] = ((0, 1.0),)
     # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
     # loop's low guard then runs the zero temp that takes it back (0 = off)
     meal_bolus_basal_min: float = 0.0
@@ -302,6 +306,9 @@ class DosingEngineController:
         params[Param.LAST_SMB_S] = math.nan if self._last_smb_s is None else self._last_smb_s
         params[Param.NOISE_LEVEL] = self._noise_level
         tuning = self.tuning
+        cr_multiplier = self._cr_multiplier(inp.t_min)
+        if cr_multiplier != 1.0:
+            params[Param.CR] = _clip(self.settings.carb_ratio_g_per_u * cr_multiplier, 2.0, 150.0)
         if (
             tuning.post_meal_target_min > 0
             and self.therapy.age_group in tuning.post_meal_target_groups
@@ -492,6 +499,14 @@ class DosingEngineController:
         recent = [t for t in self._steps_s if t >= now_s - window_s]
         return len(recent) >= int(window_s // 300.0) + 1
 
+    def _cr_multiplier(self, t_min: float) -> float:
+        minute = int(t_min) % 1440
+        multiplier = 1.0
+        for start_min, factor in self.tuning.carb_ratio_schedule:
+            if start_min <= minute:
+                multiplier = factor
+        return multiplier
+
     def _meal_bolus_u(self, inp: ControllerInput, carbs_g: float, *, late: bool) -> float:
         th = self.therapy
         ks = self.settings
@@ -515,7 +530,9 @@ class DosingEngineController:
             bg_mg_dl=bg,
             target_mg_dl=target,
             isf_mg_dl_per_u=ks.isf_mg_dl_per_u,
-            carb_ratio_g_per_u=self._meal_carb_ratio,
+            carb_ratio_g_per_u=_clip(
+                self._meal_carb_ratio * self._cr_multiplier(inp.t_min), 2.0, 150.0
+            ),
             iob_u=iob,
             trend_mg_dl_per_min=trend,
             max_bolus_u=th.max_bolus_u,

@@ -116,3 +116,14 @@ def test_no_super_bolus_unless_the_loop_was_running(cohort):
     assert running_u > plain_u
     assert abs(after_gap_u - plain_u) < 1e-9
     assert all(duration <= 30 for _, _, duration in temps)
+
+
+def test_the_carb_ratio_schedule_in_effect_at_the_meal_sets_its_bolus(cohort):
+    person = next(p for p in cohort if p.therapy.age_group == "adult")
+    plain_u, _, _ = _meal_run(person, LoopTuning())
+    # a stronger ratio (× 0.8) from 01:00: the meal at 02:00 needs more insulin
+    stronger_u, _, _ = _meal_run(person, LoopTuning(carb_ratio_schedule=((0, 1.0), (60, 0.8))))
+    # the same segment starting after the meal changes nothing at the meal
+    later_u, _, _ = _meal_run(person, LoopTuning(carb_ratio_schedule=((0, 1.0), (180, 0.8))))
+    assert stronger_u > plain_u + 0.2
+    assert later_u == plain_u
