@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +33,15 @@ class TherapyRepository:
                 .limit(limit)
             )
         )
+
+    def mode_history(self, person_id: str) -> list[tuple[str, datetime]]:
+        """Every version's loop mode and when it was set, oldest first."""
+        rows = self._session.execute(
+            select(TherapySettingsVersion.settings, TherapySettingsVersion.changed_at)
+            .where(TherapySettingsVersion.person_id == person_id)
+            .order_by(TherapySettingsVersion.version)
+        )
+        return [(str(doc.get("loop_mode", "open_loop")), at) for doc, at in rows]
 
     def add(self, row: TherapySettingsVersion) -> None:
         self._session.add(row)

@@ -6,11 +6,12 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from gateway.access import PatientContext
+from gateway.access import PatientContext, Role
 from gateway.audit.service import record
 from gateway.errors import Conflict, NotFound
 from gateway.models import TherapySettingsVersion
 from gateway.therapy.events import announce
+from gateway.therapy.loop_stages import ModeSpell, check_loop_mode_change
 from gateway.therapy.repository import TherapyRepository
 from gateway.therapy.schemas import (
     TherapySettings,
@@ -58,6 +59,12 @@ def change_settings(
             f"settings changed meanwhile: now at version {current_version}, "
             f"change was based on {data.expected_version}"
         )
+    check_loop_mode_change(
+        [ModeSpell(mode, at) for mode, at in repo.mode_history(ctx.person_id)],
+        data.settings.loop_mode,
+        clock.now(),
+        supervised=ctx.caller.role == Role.CLINICIAN,
+    )
     new_doc = data.settings.model_dump(mode="json")
     row = TherapySettingsVersion(
         id=str(uuid.uuid4()),
