@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_SENSOR_ERROR_FRACTION",
     "FALLING_FASTER_CODE",
     "FALLING_FASTER_TEXT",
+    "FALLING_WHILE_ACTING_MG_DL_PER_5_MIN",
     "INCREASE_MARGIN_CODE",
     "INCREASE_MARGIN_TEXT",
     "LOW_READING_MG_DL",
@@ -90,9 +91,13 @@ NO_SMB_AFTER_LOW_TEXT: Final = (
 
 FALLING_FASTER_CODE: Final = "FALLING_FASTER_THAN_EXPECTED"
 FALLING_FASTER_TEXT: Final = (
-    "glucose falls faster than the insulin on board explains: no increase, scheduled basal "
-    "(or the low guard's zero temp)"
+    "glucose falls faster than the insulin on board explains, or falls while insulin is "
+    "acting: no increase, scheduled basal (or the low guard's zero temp)"
 )
+# While insulin is acting and glucose already falls this fast (mg/dL per 5 min), more insulin
+# only steepens the fall: a forecast that still sees carbs to come, or a sensor reading high,
+# is the usual reason the loop would add some (measured: docs/dosing-engine.md)
+FALLING_WHILE_ACTING_MG_DL_PER_5_MIN: Final = 2.0
 
 
 def min_delta_mg_dl(cgm_t_s: npt.ArrayLike, cgm_mg_dl: npt.ArrayLike) -> float | None:
@@ -135,10 +140,13 @@ def falling_faster_than_expected(
     target_mg_dl: float,
     eventual_bg_mg_dl: float,
 ) -> bool:
-    """Whether glucose falls faster than insulin on board explains (minDelta < expectedDelta)."""
+    """Whether glucose falls faster than insulin on board explains (minDelta < expectedDelta),
+    or falls by at least `FALLING_WHILE_ACTING_MG_DL_PER_5_MIN` while insulin is acting."""
     md = min_delta_mg_dl(cgm_t_s, cgm_mg_dl)
     if md is None:
         return False
+    if activity_u_per_min > 0.0 and md <= -FALLING_WHILE_ACTING_MG_DL_PER_5_MIN:
+        return True
     return md < expected_delta_mg_dl(
         activity_u_per_min=activity_u_per_min,
         isf_mg_dl_per_u=isf_mg_dl_per_u,

@@ -91,6 +91,22 @@ class LoopTuning:
     # at 0, as a clinician programs a pump's CR schedule (the service looks the ratio up by
     # the time of day); applies to the loop and the meal bolus
     carb_ratio_schedule: tuple[tuple[int, float], ...] = ((0, 1.0),)
+    # target schedule on top of the range above: (start minute, end minute, mg/dL lower) windows
+    # of the day, never below `target_window_floor_mg_dl`, as a clinician programs an "eating
+    # soon" target (Loop's pre-meal preset, AndroidAPS's eating-soon temp target) for the 2 h
+    # before a person's usual breakfast, lunch and dinner (the pump's target schedule, which
+    # the service looks up by time of day). Glucose is ~5 mg/dL lower when the meal starts
+    # (measured: docs/dosing-engine.md)
+    target_drop_windows: tuple[tuple[int, int, float], ...] = (
+        (5 * 60 + 30, 7 * 60 + 30, 30.0),
+        (10 * 60 + 30, 12 * 60 + 30, 30.0),
+        (16 * 60 + 30, 18 * 60 + 30, 30.0),
+    )
+    # the gateway's lowest correction target (gateway.therapy.guardrails.TARGET_MIN_MG_DL)
+    target_window_floor_mg_dl: float = 80.0
+    # the meal bolus corrects to the target in effect at the meal (the schedule's) instead of
+    # the middle of the loop's usual range (measured, not kept: docs/dosing-engine.md)
+    meal_bolus_to_scheduled_target: bool = False
     # "super bolus" (Walsh): this many minutes of scheduled basal added to a meal bolus; the
     # loop's low guard then runs the zero temp that takes it back (0 = off)
     meal_bolus_basal_min: float = 0.0
@@ -317,6 +333,14 @@ class DosingEngineController:
             drop = tuning.post_meal_target_drop_mg_dl
             params[Param.MIN_BG] = max(70.0, self.settings.min_bg_mg_dl - drop)
             params[Param.MAX_BG] = max(params[Param.MIN_BG], self.settings.max_bg_mg_dl - drop)
+        drop_mg_dl = self._target_drop_mg_dl(inp.t_min)
+        if drop_mg_dl > 0:
+            params[Param.MIN_BG] = max(
+                tuning.target_window_floor_mg_dl, self.settings.min_bg_mg_dl - drop_mg_dl
+            )
+            params[Param.MAX_BG] = max(
+                params[Param.MIN_BG], self.settings.max_bg_mg_dl - drop_mg_dl
+            )
         doses = self._doses
         if extra_bolus_u > 0:
             doses = [*doses, [now_s, float(DoseKind.BOLUS), extra_bolus_u, 0.0]]
@@ -499,6 +523,14 @@ class DosingEngineController:
         recent = [t for t in self._steps_s if t >= now_s - window_s]
         return len(recent) >= int(window_s // 300.0) + 1
 
+    def _target_drop_mg_dl(self, t_min: float) -> float:
+        minute = int(t_min) % 1440
+        drop_mg_dl = 0.0
+        for start_min, end_min, window_drop_mg_dl in self.tuning.target_drop_windows:
+            if start_min <= minute < end_min:
+                drop_mg_dl = window_drop_mg_dl
+        return drop_mg_dl
+
     def _cr_multiplier(self, t_min: float) -> float:
         minute = int(t_min) % 1440
         multiplier = 1.0
@@ -517,6 +549,10 @@ class DosingEngineController:
         target = th.target_mg_dl
         if self.tuning.meal_bolus_to_loop_target:
             target = 0.5 * (ks.min_bg_mg_dl + ks.max_bg_mg_dl)
+            if self.tuning.meal_bolus_to_scheduled_target:
+                drop_mg_dl = self._target_drop_mg_dl(inp.t_min)
+                low_mg_dl = max(70.0, ks.min_bg_mg_dl - drop_mg_dl)
+                target = 0.5 * (low_mg_dl + max(low_mg_dl, ks.max_bg_mg_dl - drop_mg_dl))
         bg = self._cgm_g[-1] if fresh else target
         trend = self._trend_mg_dl_per_min(now_s) if fresh else 0.0
         if trend > 0 and not late:

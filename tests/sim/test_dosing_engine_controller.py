@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernels._layout import Out
+from kernels._layout import Out, Param
 from sim.cgm import CgmReading
 from sim.controller import CarbAnnouncement, ControllerInput
 from sim.controllers.dosing_engine import DosingEngineController, LoopTuning
@@ -127,3 +127,24 @@ def test_the_carb_ratio_schedule_in_effect_at_the_meal_sets_its_bolus(cohort):
     later_u, _, _ = _meal_run(person, LoopTuning(carb_ratio_schedule=((0, 1.0), (180, 0.8))))
     assert stronger_u > plain_u + 0.2
     assert later_u == plain_u
+
+
+def test_the_eating_soon_windows_lower_the_target_before_usual_meals_only(cohort):
+    person = next(p for p in cohort if p.therapy.age_group == "adult")
+    ctl = DosingEngineController(person.therapy, LoopTuning())
+    pump = Pump(person.therapy)
+
+    def target_range_at(t_min: int) -> tuple[float, float]:
+        inp = ControllerInput(t_min, CgmReading(t_min, 120), pump.status(t_min), (), ())
+        params = ctl._packed(inp, 0.0, False).params
+        return float(params[Param.MIN_BG]), float(params[Param.MAX_BG])
+
+    usual = (ctl.settings.min_bg_mg_dl, ctl.settings.max_bg_mg_dl)
+    assert target_range_at(3 * 60) == usual
+    assert target_range_at(14 * 60) == usual
+    for before_meal_min in (6 * 60 + 45, 11 * 60 + 30, 18 * 60):
+        low, high = target_range_at(before_meal_min)
+        # 30 mg/dL lower, never below the gateway's lowest correction target
+        assert low == max(80.0, usual[0] - 30.0)
+        assert high == max(low, usual[1] - 30.0)
+        assert low < usual[0]
