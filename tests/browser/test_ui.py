@@ -191,6 +191,8 @@ def _answer(
         return {
             "version": current["version"],
             "isf": current["settings"]["sensitivities"][0]["isf_mg_dl_per_u"],
+            "loop_mode": current["settings"]["loop_mode"],
+            "time_zone": current["settings"]["time_zone"],
         }
     raise AssertionError(f"unknown ask {ask}")
 
@@ -214,7 +216,11 @@ def _run(gateway: Gateway, http: httpx.Client, node: str) -> None:
     _share(http, other, carer)
     put = http.put(
         f"/api/v1/people/{person_id}/therapy-settings",
-        json={"settings": VALID_SETTINGS, "expected_version": 0, "reason": "starting point"},
+        json={
+            "settings": {**VALID_SETTINGS, "time_zone": "Europe/Stockholm"},
+            "expected_version": 0,
+            "reason": "starting point",
+        },
         headers=person,
     )
     assert put.status_code == 200, put.text
@@ -266,6 +272,7 @@ def _run(gateway: Gateway, http: httpx.Client, node: str) -> None:
         "agp",
         "settings-refused",
         "settings-saved",
+        "settings-stage-refused",
         "caregiver",
     ], log
     # Without an alerts service behind the gateway the page must say so (never an empty list).

@@ -143,7 +143,19 @@ try {
   await page.getByTestId("settings-message").locator(".ok").waitFor();
   const saved = await ask("settings", {});
   check(saved.isf === 55, "the server stored the new sensitivity");
+  // what the form does not show is kept: the loop stays in its mode, the time zone stays
+  check(saved.loop_mode === "open_loop" && saved.time_zone === "Europe/Stockholm", `mode and zone kept: ${JSON.stringify(saved)}`);
   step("settings-saved", saved);
+  // the loop opens in stages: straight to micro-boluses is refused and explained
+  await page.selectOption('select[name="loop_mode"]', "closed_loop_smb");
+  await page.fill('input[name="reason"]', "try the full closed loop");
+  await page.click('button[type="submit"]');
+  const stageErr = page.getByTestId("settings-message").locator(".error");
+  await stageErr.waitFor();
+  const stageText = await stageErr.textContent();
+  check(/more than one stage/.test(stageText) && /low_glucose_suspend/.test(stageText), `stage error shown: ${stageText}`);
+  check((await ask("settings", {})).version === saved.version, "no version for the refused mode");
+  step("settings-stage-refused", { error: stageText });
 
   // ---- caregiver on a phone-sized screen: several people with their current glucose
   await page.click("#signout");

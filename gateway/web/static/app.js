@@ -422,6 +422,9 @@ const SCHEDULES = [
   { key: "targets", title: "Correction targets", fields: [["low_mg_dl", "low mg/dL", "1"], ["high_mg_dl", "high mg/dL", "1"]], hint: "80–180 mg/dL, low ≤ high" },
 ];
 const AGE_GROUPS = ["child", "teen", "adult", "resistant", "pregnant"];
+// Opened one stage at a time by the server (gateway/therapy/loop_stages.py).
+const LOOP_MODES = [["open_loop", "Open loop (suggestions only)"], ["low_glucose_suspend", "Low-glucose suspend"],
+  ["closed_loop_temp_basal", "Closed loop, temp basals"], ["closed_loop_smb", "Closed loop, temp basals and micro-boluses"]];
 
 const toHHMM = (min) => `${String(Math.floor(min / 60)).padStart(2, "0")}:${String(min % 60).padStart(2, "0")}`;
 const toMin = (hhmm) => { const [hh, mm] = hhmm.split(":").map(Number); return hh * 60 + mm; };
@@ -466,7 +469,10 @@ async function settingsView(view, personId) {
       AGE_GROUPS.map((g) => h("option", { value: g, selected: g === s.age_group }, g)))),
     num("max_bolus_u", "Max bolus (U)", s.max_bolus_u, "≤ 30 U and the age-group limit"),
     num("max_basal_u_per_h", "Max basal (U/h)", s.max_basal_u_per_h, "age-group limit applies"),
-    num("max_iob_u", "Max IOB (U)", s.max_iob_u, "0 = no automatic insulin above basal")),
+    num("max_iob_u", "Max IOB (U)", s.max_iob_u, "0 = no automatic insulin above basal"),
+    h("label", {}, "Loop mode", h("select", { name: "loop_mode" },
+      LOOP_MODES.map(([m, label]) => h("option", { value: m, selected: m === (s.loop_mode || "open_loop") }, label))),
+      h("span", { class: "hint" }, "one stage up at a time, after 14 / 5 / 8 days; down at any time"))),
   h("label", {}, "Reason for the change", h("input", { name: "reason", maxlength: "500" })),
   message,
   h("div", { class: "actions" },
@@ -475,7 +481,8 @@ async function settingsView(view, personId) {
     canEdit ? null : h("span", { class: "muted" }, "(you can view, not edit)")));
 
   const collect = () => {
-    const out = { age_group: form.age_group.value };
+    // fields the form does not show (time zone, …) are kept as they are, never reset to defaults
+    const out = { ...(current ? current.settings : {}), age_group: form.age_group.value, loop_mode: form.loop_mode.value };
     for (const [key, { rows, fields }] of Object.entries(sections)) {
       out[key] = [...rows.children].map((row) => {
         const seg = { start_min: toMin(row.querySelector('[data-field="start_min"]').value || "00:00") };
