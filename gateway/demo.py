@@ -8,9 +8,10 @@ it in production) it makes sure, idempotently, that:
 - a caregiver `caregiver@demo.langerhans` follows all of them (view + alerts);
 - a clinician `clinician@demo.langerhans` runs the "Demo clinic" every person has joined;
 - each person has therapy settings derived from their virtual person's clinician-programmed
-  settings (sim/), loop mode closed loop with SMB, written by the clinician through the
-  therapy service: a new version only when they differ, announced on therapy.settings.v1
-  through the gateway's outbox like any other settings change.
+  settings (sim/) with the closed-loop carb ratio and targets the in-silico bench evaluates
+  (including the eating-soon target windows), loop mode closed loop with SMB, written by the
+  clinician through the therapy service: a new version only when they differ, announced on
+  therapy.settings.v1 through the gateway's outbox like any other settings change.
 
 All demo accounts share one password, set again on every start (the supervisor generates
 one per run and prints it).
@@ -30,6 +31,7 @@ from gateway.audit.service import record
 from gateway.models import Account, Clinic, ClinicMembership, ClinicPatient, Share
 from gateway.security.passwords import Passwords
 from gateway.sharing.repository import SharingRepository
+from gateway.therapy.guardrails import TARGET_MAX_MG_DL, TARGET_MIN_MG_DL
 from gateway.therapy.repository import TherapyRepository
 from gateway.therapy.schemas import (
     BasalSegment,
@@ -67,8 +69,6 @@ CLINICIAN_ID = "demo-clinician"
 CLINICIAN_EMAIL = f"clinician@{DEMO_DOMAIN}"
 CLINIC_ID = "demo-clinic"
 DEMO_LOOP_MODE: LoopMode = "closed_loop_smb"
-# Half-width of the correction range around the person's target, mg/dL.
-TARGET_HALF_RANGE_MG_DL = 10.0
 _AGE = {"child": "child", "adolescent": "teen", "adult": "adult"}
 
 
@@ -90,17 +90,41 @@ def person_email(person_id: str) -> str:
     return f"{person_id}@{DEMO_DOMAIN}"
 
 
+def _closed_loop_targets(person: VirtualPerson) -> list[TargetSegment]:
+    """The in-silico tuning's target range (pump target −20…−10 mg/dL) with its eating-soon
+    windows, as a target schedule the gateway accepts (never below 80 mg/dL)."""
+    from sim.controllers.dosing_engine import LoopTuning  # development dependency, like sim/
+
+    tuning = LoopTuning()
+    target = person.therapy.target_mg_dl
+    low = min(TARGET_MAX_MG_DL, max(TARGET_MIN_MG_DL, target + tuning.min_bg_offset_mg_dl))
+    high = min(TARGET_MAX_MG_DL, max(low, target + tuning.max_bg_offset_mg_dl))
+    segments = [TargetSegment(start_min=0, low_mg_dl=low, high_mg_dl=high)]
+    for start_min, end_min, drop_mg_dl in sorted(tuning.target_drop_windows):
+        window_low = max(TARGET_MIN_MG_DL, tuning.target_window_floor_mg_dl, low - drop_mg_dl)
+        window_high = max(window_low, high - drop_mg_dl)
+        segments.append(
+            TargetSegment(start_min=start_min, low_mg_dl=window_low, high_mg_dl=window_high)
+        )
+        segments.append(TargetSegment(start_min=end_min, low_mg_dl=low, high_mg_dl=high))
+    return segments
+
+
 def demo_settings(person: VirtualPerson, loop_mode: LoopMode = DEMO_LOOP_MODE) -> TherapySettings:
-    """The virtual person's programmed settings in the gateway's schema (guardrails apply)."""
+    """The virtual person's closed-loop settings in the gateway's schema (guardrails apply):
+    their pump's basal, sensitivity and limits with the carb ratio and targets the in-silico
+    bench evaluates (`sim.controllers.dosing_engine.LoopTuning`, docs/dosing-engine.md), so
+    `langerhans run` doses the way `make bench-clinical` measured."""
+    from sim.controllers.dosing_engine import LoopTuning, carb_ratio_factor
+
     t = person.therapy
-    low = max(80.0, t.target_mg_dl - TARGET_HALF_RANGE_MG_DL)
-    high = min(180.0, t.target_mg_dl + TARGET_HALF_RANGE_MG_DL)
+    carb_ratio = t.carb_ratio_g_per_u * carb_ratio_factor(t, LoopTuning())
     return TherapySettings(
         age_group=_AGE[t.age_group],  # type: ignore[arg-type]
         basal_schedule=[BasalSegment(start_min=m, rate_u_per_h=r) for m, r in t.basal_schedule],
-        carb_ratios=[CarbRatioSegment(start_min=0, carbs_g_per_u=t.carb_ratio_g_per_u)],
+        carb_ratios=[CarbRatioSegment(start_min=0, carbs_g_per_u=round(carb_ratio, 1))],
         sensitivities=[SensitivitySegment(start_min=0, isf_mg_dl_per_u=t.isf_mg_dl_per_u)],
-        targets=[TargetSegment(start_min=0, low_mg_dl=low, high_mg_dl=high)],
+        targets=_closed_loop_targets(person),
         max_bolus_u=t.max_bolus_u,
         max_basal_u_per_h=t.max_basal_u_per_h,
         max_iob_u=t.max_iob_u,

@@ -156,3 +156,24 @@ def test_demo_is_refused_in_production() -> None:
             jwt_private_key_pem=SecretStr("x"),
             secret_pepper=SecretStr("p" * 40),
         )
+
+
+def test_demo_people_get_the_closed_loop_settings_the_bench_evaluates() -> None:
+    from sim.controllers.dosing_engine import LoopTuning, carb_ratio_factor
+
+    for demo, index in zip(fleet_demo_people(6), range(6), strict=True):
+        person = fleet_person(index)
+        s = demo.settings
+        expected_cr = person.therapy.carb_ratio_g_per_u * carb_ratio_factor(
+            person.therapy, LoopTuning()
+        )
+        # stored in 0.1 g/U steps
+        assert s.carb_ratios[0].carbs_g_per_u == pytest.approx(expected_cr, abs=0.051)
+        usual = s.targets[0]
+        assert usual.low_mg_dl == max(80.0, person.therapy.target_mg_dl - 20.0)
+        by_start = {t.start_min: t for t in s.targets}
+        # 80 mg/dL for the 2 h before the usual breakfast, lunch and dinner, then back
+        for start_min, end_min in ((330, 450), (630, 750), (990, 1110)):
+            assert (by_start[start_min].low_mg_dl, by_start[start_min].high_mg_dl) == (80.0, 80.0)
+            back = by_start[end_min]
+            assert (back.low_mg_dl, back.high_mg_dl) == (usual.low_mg_dl, usual.high_mg_dl)
