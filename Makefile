@@ -197,6 +197,10 @@ bench-sim: setup ## simulation speed, 30 virtual people × 14 days: RESULT sim �
 bench-clinical: setup ## every in-silico scenario over the cohort (CONTROLLER=baseline): RESULT clinical …
 	@$(PY) -m bench.clinical --controller $(CONTROLLER)
 
+.PHONY: clinical-plot
+clinical-plot: setup ## docs/img/clinical_comparison.png: engine against baseline from the bench-clinical tables
+	@$(PY) -m bench.clinical_plot
+
 .PHONY: sim-plots
 sim-plots: setup ## PNGs of a simulated day and the cohort AGP into docs/img/
 	@$(PY) -m sim.plots
