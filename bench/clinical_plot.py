@@ -28,10 +28,8 @@ TBR70_GOAL_PCT = 1.0
 
 @dataclass(frozen=True, slots=True)
 class CohortRow:
-    scenario: str
     tir_pct: float
     tbr70_pct: float
-    tbr54_pct: float
     severe_events: int
 
 
@@ -43,11 +41,7 @@ def cohort_rows(table_md: str) -> dict[str, CohortRow]:
         # scenario | group | days | TIR | TBR<70 | TBR<54 | … | severe | TDD
         if len(cells) == 15 and cells[1] == "all" and cells[2].isdigit():
             rows[cells[0]] = CohortRow(
-                scenario=cells[0],
-                tir_pct=float(cells[3]),
-                tbr70_pct=float(cells[4]),
-                tbr54_pct=float(cells[5]),
-                severe_events=int(cells[13]),
+                tir_pct=float(cells[3]), tbr70_pct=float(cells[4]), severe_events=int(cells[13])
             )
     return rows
 

@@ -93,7 +93,8 @@ def person_email(person_id: str) -> str:
 def _closed_loop_targets(person: VirtualPerson) -> list[TargetSegment]:
     """The in-silico tuning's target range (pump target −20…−10 mg/dL) with its eating-soon
     windows, as a target schedule the gateway accepts (never below 80 mg/dL)."""
-    from sim.controllers.dosing_engine import LoopTuning  # development dependency, like sim/
+    # development dependency, like sim/
+    from sim.controllers.dosing_engine import LoopTuning, lowered_target_range
 
     tuning = LoopTuning()
     target = person.therapy.target_mg_dl
@@ -101,8 +102,8 @@ def _closed_loop_targets(person: VirtualPerson) -> list[TargetSegment]:
     high = min(TARGET_MAX_MG_DL, max(low, target + tuning.max_bg_offset_mg_dl))
     segments = [TargetSegment(start_min=0, low_mg_dl=low, high_mg_dl=high)]
     for start_min, end_min, drop_mg_dl in sorted(tuning.target_drop_windows):
-        window_low = max(TARGET_MIN_MG_DL, tuning.target_window_floor_mg_dl, low - drop_mg_dl)
-        window_high = max(window_low, high - drop_mg_dl)
+        floor_mg_dl = max(TARGET_MIN_MG_DL, tuning.target_window_floor_mg_dl)
+        window_low, window_high = lowered_target_range(low, high, drop_mg_dl, floor_mg_dl)
         segments.append(
             TargetSegment(start_min=start_min, low_mg_dl=window_low, high_mg_dl=window_high)
         )

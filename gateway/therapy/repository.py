@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.models import TherapySettingsVersion
+from gateway.therapy.loop_stages import ModeSpell
 
 __all__ = ["TherapyRepository"]
 
@@ -34,14 +33,14 @@ class TherapyRepository:
             )
         )
 
-    def mode_history(self, person_id: str) -> list[tuple[str, datetime]]:
+    def mode_history(self, person_id: str) -> list[ModeSpell]:
         """Every version's loop mode and when it was set, oldest first."""
         rows = self._session.execute(
             select(TherapySettingsVersion.settings, TherapySettingsVersion.changed_at)
             .where(TherapySettingsVersion.person_id == person_id)
             .order_by(TherapySettingsVersion.version)
         )
-        return [(str(doc.get("loop_mode", "open_loop")), at) for doc, at in rows]
+        return [ModeSpell(str(doc.get("loop_mode", "open_loop")), at) for doc, at in rows]
 
     def add(self, row: TherapySettingsVersion) -> None:
         self._session.add(row)

@@ -11,7 +11,7 @@ from gateway.audit.service import record
 from gateway.errors import Conflict, NotFound
 from gateway.models import TherapySettingsVersion
 from gateway.therapy.events import announce
-from gateway.therapy.loop_stages import ModeSpell, check_loop_mode_change
+from gateway.therapy.loop_stages import check_loop_mode_change
 from gateway.therapy.repository import TherapyRepository
 from gateway.therapy.schemas import (
     TherapySettings,
@@ -60,7 +60,7 @@ def change_settings(
             f"change was based on {data.expected_version}"
         )
     check_loop_mode_change(
-        [ModeSpell(mode, at) for mode, at in repo.mode_history(ctx.person_id)],
+        repo.mode_history(ctx.person_id),
         data.settings.loop_mode,
         clock.now(),
         supervised=ctx.caller.role == Role.CLINICIAN,

@@ -49,7 +49,13 @@ from sim.controller import (
 )
 from sim.person import TherapySettings
 
-__all__ = ["DosingEngineController", "LoopTuning", "carb_ratio_factor", "kernel_settings"]
+__all__ = [
+    "DosingEngineController",
+    "LoopTuning",
+    "carb_ratio_factor",
+    "kernel_settings",
+    "lowered_target_range",
+]
 
 HISTORY_S: Final = 24 * 3600  # what the service keeps per person (autosens 8 h + 6 h DIA)
 _AGE_GROUP: Final = {"child": "child", "adolescent": "teen", "adult": "adult"}
@@ -165,6 +171,15 @@ class LoopTuning:
 
 def _clip(x: float, lo: float, hi: float) -> float:
     return min(hi, max(lo, x))
+
+
+def lowered_target_range(
+    min_bg_mg_dl: float, max_bg_mg_dl: float, drop_mg_dl: float, floor_mg_dl: float
+) -> tuple[float, float]:
+    """A target range `drop_mg_dl` lower, its low end never below `floor_mg_dl` and its high
+    end never below its low end (post-meal targets, eating-soon windows, the demo's schedule)."""
+    low_mg_dl = max(floor_mg_dl, min_bg_mg_dl - drop_mg_dl)
+    return low_mg_dl, max(low_mg_dl, max_bg_mg_dl - drop_mg_dl)
 
 
 def carb_ratio_factor(therapy: TherapySettings, tuning: LoopTuning) -> float:
@@ -330,16 +345,19 @@ class DosingEngineController:
             and self.therapy.age_group in tuning.post_meal_target_groups
             and now_s - self._last_meal_s < tuning.post_meal_target_min * 60.0
         ):
-            drop = tuning.post_meal_target_drop_mg_dl
-            params[Param.MIN_BG] = max(70.0, self.settings.min_bg_mg_dl - drop)
-            params[Param.MAX_BG] = max(params[Param.MIN_BG], self.settings.max_bg_mg_dl - drop)
+            params[Param.MIN_BG], params[Param.MAX_BG] = lowered_target_range(
+                self.settings.min_bg_mg_dl,
+                self.settings.max_bg_mg_dl,
+                tuning.post_meal_target_drop_mg_dl,
+                70.0,
+            )
         drop_mg_dl = self._target_drop_mg_dl(inp.t_min)
         if drop_mg_dl > 0:
-            params[Param.MIN_BG] = max(
-                tuning.target_window_floor_mg_dl, self.settings.min_bg_mg_dl - drop_mg_dl
-            )
-            params[Param.MAX_BG] = max(
-                params[Param.MIN_BG], self.settings.max_bg_mg_dl - drop_mg_dl
+            params[Param.MIN_BG], params[Param.MAX_BG] = lowered_target_range(
+                self.settings.min_bg_mg_dl,
+                self.settings.max_bg_mg_dl,
+                drop_mg_dl,
+                tuning.target_window_floor_mg_dl,
             )
         doses = self._doses
         if extra_bolus_u > 0:
@@ -550,9 +568,10 @@ class DosingEngineController:
         if self.tuning.meal_bolus_to_loop_target:
             target = 0.5 * (ks.min_bg_mg_dl + ks.max_bg_mg_dl)
             if self.tuning.meal_bolus_to_scheduled_target:
-                drop_mg_dl = self._target_drop_mg_dl(inp.t_min)
-                low_mg_dl = max(70.0, ks.min_bg_mg_dl - drop_mg_dl)
-                target = 0.5 * (low_mg_dl + max(low_mg_dl, ks.max_bg_mg_dl - drop_mg_dl))
+                low_mg_dl, high_mg_dl = lowered_target_range(
+                    ks.min_bg_mg_dl, ks.max_bg_mg_dl, self._target_drop_mg_dl(inp.t_min), 70.0
+                )
+                target = 0.5 * (low_mg_dl + high_mg_dl)
         bg = self._cgm_g[-1] if fresh else target
         trend = self._trend_mg_dl_per_min(now_s) if fresh else 0.0
         if trend > 0 and not late:
