@@ -197,6 +197,10 @@ bench-sim: setup ## simulation speed, 30 virtual people × 14 days: RESULT sim �
 bench-clinical: setup ## every in-silico scenario over the cohort (CONTROLLER=baseline): RESULT clinical …
 	@$(PY) -m bench.clinical --controller $(CONTROLLER)
 
+.PHONY: bench-clinical-bound
+bench-clinical-bound: setup ## what a clairvoyant planner reaches in standard and pre_bolus: RESULT clinical_bound …
+	@$(PY) -m bench.clinical_bound
+
 .PHONY: clinical-plot
 clinical-plot: setup ## docs/img/clinical_comparison.png: engine against baseline from the bench-clinical tables
 	@$(PY) -m bench.clinical_plot

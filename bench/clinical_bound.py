@@ -1,0 +1,358 @@
+"""How far any controller can go in this simulator: a clairvoyant planner as an upper bound.
+
+Run as `python -m bench.clinical_bound [--scenario NAME ...] [--days N]` (or
+`make bench-clinical-bound`). The planner is given what no real controller has: each person's
+true Hovorka state and parameters, their day-to-day sensitivity and dawn multipliers for the hours
+ahead, and the exact carbs of every meal from the moment it is announced (at the first bite in
+`standard`, 15 min earlier in `pre_bolus`). It does not know a meal before its announcement,
+which is the one thing that separates it from a pre-bolus. It reads true blood glucose (no CGM
+error or lag) and gives insulin straight to the body (no pump increments).
+
+Every 15 min, and in the block a meal is announced, it simulates the next 5 h for a family of
+plans (a bolus up to the person's max bolus, then a rate for 30 min and another for 30 min to
+2 h, as a multiple of the scheduled basal up to the max basal, then the schedule) and keeps the
+plan with the fewest 5-min steps outside 70–180 mg/dL (a step below 54 counts 10 times); among
+equals, the one whose glucose stays closest to `hold_mg_dl`. So it can give a super bolus, a
+correction or a zero temp whenever the future it sees calls for one, with none of brief §6's
+automatic-dosing limits. The tie-break matters: it decides where glucose sits between meals,
+and the lower that is, the more room the next meal has below 180 (with perfect foresight no
+low follows). Its time in range is what knowing the person perfectly would buy; the
+difference to the dosing engine's is what the engine loses by not knowing them.
+`--plan-without-day-to-day` hides the day's sensitivity and dawn multipliers from the planner
+(the body still has them), to show what that part of the knowledge is worth.
+
+Ends with `RESULT clinical_bound scenario=<first scenario> tir=<%> tbr70=<%> tbr54=<%>
+severe=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.clinical import COHORT_SEED, RUN_SEED
+from kernels.hovorka import N_INPUTS, step_block
+from sim.metrics import Outcomes, outcomes
+from sim.person import (
+    MG_DL_PER_MMOL_L,
+    MMOL_PER_G_GLUCOSE,
+    VirtualPerson,
+    make_cohort,
+    steady_state,
+)
+from sim.runner import rescue_carbs_g
+from sim.scenarios import SCENARIOS, STEP_MIN, STEPS_PER_DAY, PersonPlan, Scenario, plan
+
+__all__ = ["BoundResult", "Candidate", "ClairvoyantPlanner", "FloatArray", "run_bound"]
+
+FloatArray = npt.NDArray[np.float64]
+
+HORIZON_BLOCKS: Final = 60  # 5 h: a meal bolus has done nearly all its work by then
+REPLAN_EVERY_BLOCKS: Final = 3
+PHASE1_BLOCKS: Final = 6  # the first rate runs 30 min, like a temp basal
+LOW_MG_DL: Final = 70.0
+HIGH_MG_DL: Final = 180.0
+SEVERE_MG_DL: Final = 54.0
+SEVERE_WEIGHT: Final = 10.0
+RESCUE_BELOW_MG_DL: Final = 70.0
+RESCUE_RECHECK_BLOCKS: Final = 3
+DEFAULT_HOLD_MG_DL: Final = 80.0  # the lowest correction target the gateway accepts
+TIE_BREAK_WEIGHT: Final = 1e-6  # far below one step out of range
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One plan: a bolus now, then two rates as multiples of the scheduled basal."""
+
+    bolus_fraction_of_max: float
+    rate1_multiplier: float  # for the first 30 min
+    rate2_multiplier: float  # for the next `phase2_blocks` blocks
+    phase2_blocks: int
+
+
+def _family(bolus_fractions: tuple[float, ...], phase2: tuple[int, ...]) -> list[Candidate]:
+    rates1 = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+    rates2 = (0.0, 0.5, 1.0)
+    family = [
+        Candidate(b, r1, r2, d)
+        for b in bolus_fractions
+        for r1 in rates1
+        for r2 in rates2
+        for d in phase2
+    ]
+    # exact ties (flat glucose) go to the first plan: the schedule
+    family.sort(key=lambda c: (c.bolus_fraction_of_max, c.rate1_multiplier != 1.0,
+                               c.rate2_multiplier != 1.0))  # fmt: skip
+    return family
+
+
+class _Family:
+    """Candidates as columns, so a whole family steps through the kernel at once."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+        self.bolus_fraction = np.array([c.bolus_fraction_of_max for c in candidates])
+        self.rate1 = np.array([c.rate1_multiplier for c in candidates])
+        self.rate2 = np.array([c.rate2_multiplier for c in candidates])
+        self.phase2_end = PHASE1_BLOCKS + np.array([c.phase2_blocks for c in candidates])
+
+
+MEAL_FAMILY: Final = _Family(
+    _family(tuple(float(x) for x in np.linspace(0.0, 1.0, 21)), (6, 12, 24))
+)
+BETWEEN_MEALS_FAMILY: Final = _Family(_family((0.0, 0.02, 0.05, 0.1, 0.2), (6,)))
+
+
+class ClairvoyantPlanner:
+    """Chooses plans for one person by simulating every candidate on their true physiology."""
+
+    def __init__(
+        self,
+        person: VirtualPerson,
+        modifiers: FloatArray,  # (blocks, 3): sensitivity, EGP multipliers, exercise uptake
+        *,
+        hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
+    ) -> None:
+        self._params = person.params
+        self._modifiers = modifiers
+        self.hold_mg_dl = hold_mg_dl
+        therapy = person.therapy
+        self._scheduled_u_per_h = np.array(
+            [therapy.basal_at(k * STEP_MIN % 1440) for k in range(STEPS_PER_DAY)]
+        )
+        self.max_bolus_u = therapy.max_bolus_u
+        self.max_basal_u_per_h = therapy.max_basal_u_per_h
+
+    def modifiers_at(self, block: int) -> FloatArray:
+        row: FloatArray = self._modifiers[min(block, self._modifiers.shape[0] - 1)]
+        return row
+
+    def insulin_u(self, candidate: Candidate, block: int, blocks_since_plan: int) -> float:
+        """Insulin the plan gives in one 5-min block (the bolus in the plan's first block)."""
+        h = blocks_since_plan
+        if h < PHASE1_BLOCKS:
+            multiplier = candidate.rate1_multiplier
+        elif h < PHASE1_BLOCKS + candidate.phase2_blocks:
+            multiplier = candidate.rate2_multiplier
+        else:
+            multiplier = 1.0
+        scheduled = float(self._scheduled_u_per_h[block % STEPS_PER_DAY])
+        rate = min(scheduled * multiplier, self.max_basal_u_per_h)
+        bolus = candidate.bolus_fraction_of_max * self.max_bolus_u if h == 0 else 0.0
+        return rate * STEP_MIN / 60.0 + bolus
+
+    def choose(
+        self,
+        state: FloatArray,
+        block: int,
+        known_meals_g: dict[int, float],
+        *,
+        meal_announced: bool,
+    ) -> Candidate:
+        """The plan with the fewest steps out of range over the horizon, from `state`."""
+        family = MEAL_FAMILY if meal_announced else BETWEEN_MEALS_FAMILY
+        m = len(family.candidates)
+        states = np.ascontiguousarray(np.repeat(state[None, :], m, axis=0))
+        params = np.ascontiguousarray(np.repeat(self._params[None, :], m, axis=0))
+        inputs = np.zeros((m, N_INPUTS))
+        cost = np.zeros(m)
+        for h in range(HORIZON_BLOCKS):
+            k = block + h
+            if h < PHASE1_BLOCKS:
+                multiplier = family.rate1
+            else:
+                multiplier = np.where(h < family.phase2_end, family.rate2, 1.0)
+            scheduled = float(self._scheduled_u_per_h[k % STEPS_PER_DAY])
+            rate = np.minimum(scheduled * multiplier, self.max_basal_u_per_h)
+            units = rate * STEP_MIN / 60.0
+            if h == 0:
+                units = units + family.bolus_fraction * self.max_bolus_u
+            inputs[:, 0] = units * 1000.0
+            inputs[:, 1] = known_meals_g.get(k, 0.0) * MMOL_PER_G_GLUCOSE
+            inputs[:, 3:6] = self.modifiers_at(k)
+            step_block(states, params, inputs, validate=False)
+            glucose = states[:, 0] / params[:, 0] * MG_DL_PER_MMOL_L
+            cost += (glucose < LOW_MG_DL) + (glucose > HIGH_MG_DL)
+            cost += SEVERE_WEIGHT * (glucose < SEVERE_MG_DL)
+            cost += TIE_BREAK_WEIGHT * np.abs(glucose - self.hold_mg_dl)
+        return family.candidates[int(np.argmin(cost))]
+
+
+@dataclass
+class BoundResult:
+    scenario: Scenario
+    people: list[VirtualPerson]
+    glucose_mg_dl: FloatArray  # true blood glucose per person and 5-min step
+    insulin_u: FloatArray
+
+    def person_outcomes(self, i: int) -> Outcomes:
+        return outcomes(self.glucose_mg_dl[i], float(self.insulin_u[i].sum()))
+
+
+def _modifiers(person_plan: PersonPlan, blocks: int) -> FloatArray:
+    mods = np.empty((blocks + HORIZON_BLOCKS, 3))
+    for col, series in enumerate(
+        (person_plan.si_mult, person_plan.egp_mult, person_plan.exercise_uptake_mmol_per_min)
+    ):
+        mods[:blocks, col] = series[:blocks]
+        mods[blocks:, col] = series[blocks - 1]
+    return mods
+
+
+def run_bound(
+    people: list[VirtualPerson],
+    scenario: Scenario,
+    *,
+    seed: int = RUN_SEED,
+    days: int | None = None,
+    hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
+    plan_day_to_day: bool = True,
+    progress: bool = False,
+) -> BoundResult:
+    """The clairvoyant planner over `scenario` (the same meals and days as `run_cohort`).
+
+    `plan_day_to_day=False`: the planner assumes multipliers of 1 and no exercise; the body
+    still gets the scenario's.
+    """
+    days = scenario.days if days is None else days
+    blocks = days * STEPS_PER_DAY
+    n = len(people)
+    plans = [plan(scenario, p, np.random.default_rng([seed, i])) for i, p in enumerate(people)]
+    true_modifiers = [_modifiers(pl, blocks) for pl in plans]
+    nominal = np.tile(np.array([1.0, 1.0, 0.0]), (blocks + HORIZON_BLOCKS, 1))
+    planners = [
+        ClairvoyantPlanner(p, mods if plan_day_to_day else nominal, hold_mg_dl=hold_mg_dl)
+        for p, mods in zip(people, true_modifiers, strict=True)
+    ]
+    params = np.ascontiguousarray(np.stack([p.params for p in people]))
+    state = np.ascontiguousarray(
+        np.stack(
+            [steady_state(p.params, p.therapy.target_mg_dl, p.therapy.basal_at(0)) for p in people]
+        )
+    )
+    eaten_g: list[dict[int, float]] = [{} for _ in range(n)]
+    announced_at: list[dict[int, list[int]]] = [{} for _ in range(n)]
+    for i, pl in enumerate(plans):
+        for meal in pl.meals:
+            eat_block = meal.t_min // STEP_MIN
+            eaten_g[i][eat_block] = eaten_g[i].get(eat_block, 0.0) + meal.carbs_g
+            if meal.announce_t_min is not None:
+                at = max(0, meal.announce_t_min) // STEP_MIN
+                announced_at[i].setdefault(at, []).append(eat_block)
+    known: list[dict[int, float]] = [{} for _ in range(n)]
+    current: list[Candidate | None] = [None] * n
+    plan_block = [0] * n
+    next_rescue = [0] * n
+    rescue_g = [rescue_carbs_g(p.weight_kg) for p in people]
+    glucose = np.empty((n, blocks))
+    insulin = np.zeros((n, blocks))
+    inputs = np.zeros((n, N_INPUTS))
+    started = time.monotonic()
+    for k in range(blocks):
+        g_now = state[:, 0] / params[:, 0] * MG_DL_PER_MMOL_L
+        glucose[:, k] = g_now
+        for i, planner in enumerate(planners):
+            new_meals = announced_at[i].get(k, [])
+            for eat_block in new_meals:
+                known[i][eat_block] = eaten_g[i][eat_block]
+            known[i] = {b: g for b, g in known[i].items() if b >= k}
+            chosen = current[i]
+            if chosen is None or new_meals or k - plan_block[i] >= REPLAN_EVERY_BLOCKS:
+                chosen = planner.choose(state[i], k, known[i], meal_announced=bool(new_meals))
+                current[i] = chosen
+                plan_block[i] = k
+            fast_g = 0.0
+            if g_now[i] < RESCUE_BELOW_MG_DL and k >= next_rescue[i]:
+                fast_g = rescue_g[i]
+                next_rescue[i] = k + RESCUE_RECHECK_BLOCKS
+            insulin[i, k] = planner.insulin_u(chosen, k, k - plan_block[i])
+            inputs[i, 0] = insulin[i, k] * 1000.0
+            inputs[i, 1] = eaten_g[i].get(k, 0.0) * MMOL_PER_G_GLUCOSE
+            inputs[i, 2] = fast_g * MMOL_PER_G_GLUCOSE
+            inputs[i, 3:6] = true_modifiers[i][k]
+        step_block(state, params, inputs, validate=False)
+        if progress and (k + 1) % STEPS_PER_DAY == 0:
+            elapsed = time.monotonic() - started
+            print(f"  {scenario.name}: day {(k + 1) // STEPS_PER_DAY}/{days} ({elapsed:.0f} s)",
+                  flush=True)  # fmt: skip
+    return BoundResult(scenario, people, glucose, insulin)
+
+
+def _summary(result: BoundResult) -> Outcomes:
+    per = [result.person_outcomes(i) for i in range(len(result.people))]
+    groups: dict[str, list[Outcomes]] = {}
+    for person, o in zip(result.people, per, strict=True):
+        groups.setdefault(person.age_group, []).append(o)
+    print(f"| {result.scenario.name} | group | TIR % | TBR<70 % | TBR<54 % | TAR>180 % | severe |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rows in [*groups.items(), ("cohort", per)]:
+        print(
+            f"| {result.scenario.name} | {name} | {np.mean([o.tir_pct for o in rows]):.1f} "
+            f"| {np.mean([o.tbr70_pct for o in rows]):.2f} "
+            f"| {np.mean([o.tbr54_pct for o in rows]):.2f} "
+            f"| {np.mean([o.tar180_pct for o in rows]):.1f} "
+            f"| {sum(o.severe_events for o in rows)} |"
+        )
+    return Outcomes(
+        **{
+            k: float(np.mean([getattr(o, k) for o in per]))
+            for k in Outcomes.__slots__
+            if k != "severe_events"
+        },
+        severe_events=int(sum(o.severe_events for o in per)),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--scenario", nargs="+", default=["standard", "pre_bolus"],
+                        choices=sorted(SCENARIOS))  # fmt: skip
+    parser.add_argument("--days", type=int, default=None, help="default: the scenario's days")
+    parser.add_argument(
+        "--hold-mg-dl",
+        type=float,
+        default=DEFAULT_HOLD_MG_DL,
+        help="where the planner keeps glucose among equally good plans",
+    )
+    parser.add_argument(
+        "--plan-without-day-to-day",
+        action="store_true",
+        help="hide the day's sensitivity and dawn multipliers from the planner",
+    )
+    args = parser.parse_args()
+    people = make_cohort(COHORT_SEED)
+    print(f"clairvoyant bound: {len(people)} people (cohort seed {COHORT_SEED}, run seed "
+          f"{RUN_SEED}), true glucose, meals known from their announcement, hold "
+          f"{args.hold_mg_dl:g} mg/dL, day-to-day "
+          f"{'hidden' if args.plan_without_day_to_day else 'known'}")  # fmt: skip
+    first: tuple[str, Outcomes] | None = None
+    for name in args.scenario:
+        started = time.monotonic()
+        result = run_bound(
+            people,
+            SCENARIOS[name],
+            days=args.days,
+            hold_mg_dl=args.hold_mg_dl,
+            plan_day_to_day=not args.plan_without_day_to_day,
+            progress=True,
+        )
+        cohort = _summary(result)
+        print(f"  ({time.monotonic() - started:.0f} s)")
+        if first is None:
+            first = (name, cohort)
+    assert first is not None
+    name, o = first
+    print(
+        f"RESULT clinical_bound scenario={name} hold_mg_dl={args.hold_mg_dl:g} "
+        f"tir={o.tir_pct:.1f} tbr70={o.tbr70_pct:.2f} tbr54={o.tbr54_pct:.2f} "
+        f"severe={o.severe_events}"
+    )
+
+
+if __name__ == "__main__":
+    main()
