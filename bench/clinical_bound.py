@@ -19,7 +19,9 @@ and the lower that is, the more room the next meal has below 180 (with perfect f
 low follows). Its time in range is what knowing the person perfectly would buy; the
 difference to the dosing engine's is what the engine loses by not knowing them.
 `--plan-without-day-to-day` hides the day's sensitivity and dawn multipliers from the planner
-(the body still has them), to show what that part of the knowledge is worth.
+(the body still has them), and `--plan-with-group-median` has it plan on a typical member of
+the person's age group instead of the person, to show what each part of the knowledge is
+worth.
 
 Ends with `RESULT clinical_bound scenario=<first scenario> tir=<%> tbr70=<%> tbr54=<%>
 severe=<n>`.
@@ -117,8 +119,10 @@ class ClairvoyantPlanner:
         modifiers: FloatArray,  # (blocks, 3): sensitivity, EGP multipliers, exercise uptake
         *,
         hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
+        planning_params: FloatArray | None = None,
     ) -> None:
-        self._params = person.params
+        self._true_vg_l = float(person.params[0])
+        self._params = person.params if planning_params is None else planning_params
         self._modifiers = modifiers
         self.hold_mg_dl = hold_mg_dl
         therapy = person.therapy
@@ -157,7 +161,10 @@ class ClairvoyantPlanner:
         """The plan with the fewest steps out of range over the horizon, from `state`."""
         family = MEAL_FAMILY if meal_announced else BETWEEN_MEALS_FAMILY
         m = len(family.candidates)
-        states = np.ascontiguousarray(np.repeat(state[None, :], m, axis=0))
+        start = state.copy()
+        # another model's glucose volume: start from the same glucose concentration
+        start[0:2] *= self._params[0] / self._true_vg_l
+        states = np.ascontiguousarray(np.repeat(start[None, :], m, axis=0))
         params = np.ascontiguousarray(np.repeat(self._params[None, :], m, axis=0))
         inputs = np.zeros((m, N_INPUTS))
         cost = np.zeros(m)
@@ -194,6 +201,20 @@ class BoundResult:
         return outcomes(self.glucose_mg_dl[i], float(self.insulin_u[i].sum()))
 
 
+_PER_KG_PARAMS: Final = (0, 1, 3, 11)  # vg, f01, egp0, vi scale with weight (sim.person)
+
+
+def _group_median_params(person: VirtualPerson, people: list[VirtualPerson]) -> FloatArray:
+    """A typical member of the person's age group, at the person's weight."""
+    group = [p for p in people if p.age_group == person.age_group]
+    rows = np.stack([p.params for p in group])
+    weights = np.array([p.weight_kg for p in group])
+    rows[:, _PER_KG_PARAMS] /= weights[:, None]
+    typical: FloatArray = np.median(rows, axis=0)
+    typical[list(_PER_KG_PARAMS)] *= person.weight_kg
+    return typical
+
+
 def _modifiers(person_plan: PersonPlan, blocks: int) -> FloatArray:
     mods = np.empty((blocks + HORIZON_BLOCKS, 3))
     for col, series in enumerate(
@@ -212,12 +233,15 @@ def run_bound(
     days: int | None = None,
     hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
     plan_day_to_day: bool = True,
+    plan_with_group_median: bool = False,
     progress: bool = False,
 ) -> BoundResult:
     """The clairvoyant planner over `scenario` (the same meals and days as `run_cohort`).
 
     `plan_day_to_day=False`: the planner assumes multipliers of 1 and no exercise; the body
-    still gets the scenario's.
+    still gets the scenario's. `plan_with_group_median=True`: the planner simulates a typical
+    member of the person's age group (each parameter's median over the group, per-kg ones at the
+    person's weight) instead of the person.
     """
     days = scenario.days if days is None else days
     blocks = days * STEPS_PER_DAY
@@ -226,7 +250,12 @@ def run_bound(
     true_modifiers = [_modifiers(pl, blocks) for pl in plans]
     nominal = np.tile(np.array([1.0, 1.0, 0.0]), (blocks + HORIZON_BLOCKS, 1))
     planners = [
-        ClairvoyantPlanner(p, mods if plan_day_to_day else nominal, hold_mg_dl=hold_mg_dl)
+        ClairvoyantPlanner(
+            p,
+            mods if plan_day_to_day else nominal,
+            hold_mg_dl=hold_mg_dl,
+            planning_params=_group_median_params(p, people) if plan_with_group_median else None,
+        )
         for p, mods in zip(people, true_modifiers, strict=True)
     ]
     params = np.ascontiguousarray(np.stack([p.params for p in people]))
@@ -320,6 +349,11 @@ def main() -> None:
         help="where the planner keeps glucose among equally good plans",
     )
     parser.add_argument(
+        "--plan-with-group-median",
+        action="store_true",
+        help="plan on a typical member of the person's age group instead of the person",
+    )
+    parser.add_argument(
         "--plan-without-day-to-day",
         action="store_true",
         help="hide the day's sensitivity and dawn multipliers from the planner",
@@ -329,7 +363,8 @@ def main() -> None:
     print(f"clairvoyant bound: {len(people)} people (cohort seed {COHORT_SEED}, run seed "
           f"{RUN_SEED}), true glucose, meals known from their announcement, hold "
           f"{args.hold_mg_dl:g} mg/dL, day-to-day "
-          f"{'hidden' if args.plan_without_day_to_day else 'known'}")  # fmt: skip
+          f"{'hidden' if args.plan_without_day_to_day else 'known'}, physiology "
+          f"{'of the age group' if args.plan_with_group_median else 'the person'}")  # fmt: skip
     first: tuple[str, Outcomes] | None = None
     for name in args.scenario:
         started = time.monotonic()
@@ -339,6 +374,7 @@ def main() -> None:
             days=args.days,
             hold_mg_dl=args.hold_mg_dl,
             plan_day_to_day=not args.plan_without_day_to_day,
+            plan_with_group_median=args.plan_with_group_median,
             progress=True,
         )
         cohort = _summary(result)
