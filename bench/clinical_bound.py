@@ -32,10 +32,16 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
+import matplotlib as mpl
 import numpy as np
 import numpy.typing as npt
+
+mpl.use("Agg")
+
+import matplotlib.pyplot as plt
 
 from bench.clinical import COHORT_SEED, RUN_SEED
 from kernels.hovorka import N_INPUTS, step_block
@@ -47,10 +53,20 @@ from sim.person import (
     make_cohort,
     steady_state,
 )
-from sim.runner import rescue_carbs_g
+from sim.runner import RunResult, rescue_carbs_g, run_cohort
 from sim.scenarios import SCENARIOS, STEP_MIN, STEPS_PER_DAY, PersonPlan, Scenario, plan
 
-__all__ = ["BoundResult", "Candidate", "ClairvoyantPlanner", "FloatArray", "run_bound"]
+__all__ = [
+    "BoundResult",
+    "Candidate",
+    "ClairvoyantPlanner",
+    "FloatArray",
+    "median_child",
+    "plot_days",
+    "run_bound",
+]
+
+DAY_PLOT: Final = Path(__file__).resolve().parents[1] / "docs" / "img" / "clinical_bound_day.png"
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -337,6 +353,62 @@ def _summary(result: BoundResult) -> Outcomes:
     )
 
 
+def median_child(engine: RunResult) -> int:
+    """The child whose TIR under the engine is the children's median (the plotted person)."""
+    children = [i for i, p in enumerate(engine.people) if p.age_group == "child"]
+    children.sort(key=lambda i: engine.person_outcomes(i).tir_pct)
+    return children[len(children) // 2]
+
+
+def plot_days(
+    bound: BoundResult, engine: RunResult, person: int, path: Path, *, first_day: int = 1
+) -> Path:
+    """Two days of one person: true glucose and insulin, the planner against the engine."""
+    start = first_day * STEPS_PER_DAY
+    stop = min(start + 2 * STEPS_PER_DAY, bound.glucose_mg_dl.shape[1])
+    if stop <= start:
+        raise ValueError("the runs are shorter than the days to plot")
+    hours = np.arange(start, stop) * STEP_MIN / 60.0
+    planner_g = bound.glucose_mg_dl[person, start:stop]
+    engine_g = engine.glucose_mg_dl[person, start:stop]
+    engine_u = engine.basal_u[person, start:stop] + engine.bolus_u[person, start:stop]
+    fig, (ax_g, ax_u) = plt.subplots(
+        2, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax_g.axhspan(70, 180, color="tab:green", alpha=0.08, label="70–180 mg/dL")
+
+    def tir(g: FloatArray) -> float:
+        return float(np.mean((g >= 70) & (g <= 180)) * 100)
+
+    ax_g.plot(hours, engine_g, color="tab:blue", label=f"dosing engine (TIR {tir(engine_g):.0f} %)")
+    ax_g.plot(hours, planner_g, color="tab:orange",
+              label=f"clairvoyant planner (TIR {tir(planner_g):.0f} %)")  # fmt: skip
+    carbs = engine.carbs_g[person, start:stop]
+    for h, g in zip(hours[carbs > 0], carbs[carbs > 0], strict=True):
+        ax_g.annotate(f"{g:.0f} g", (h, 40), ha="center", fontsize=8, color="tab:brown")
+        ax_g.axvline(h, color="tab:brown", lw=0.6, alpha=0.5)
+    ax_g.set_ylabel("true glucose, mg/dL")
+    ax_g.set_ylim(35, max(260.0, float(max(planner_g.max(), engine_g.max())) + 10))
+    ax_g.legend(loc="upper right", fontsize=9)
+    ax_g.grid(alpha=0.3)
+    person_id = bound.people[person].person_id
+    ax_g.set_title(
+        f"{person_id}, {bound.scenario.name} days {first_day + 1}–{first_day + 2}: meals bolused "
+        "at the first bite; the planner knows the person's physiology, the engine does not"
+    )
+    ax_u.step(hours, engine_u, where="post", color="tab:blue", lw=1)
+    ax_u.step(hours, bound.insulin_u[person, start:stop], where="post", color="tab:orange", lw=1)
+    ax_u.set_yscale("symlog", linthresh=0.1)
+    ax_u.set_ylabel("insulin per 5 min, U")
+    ax_u.set_xlabel("hours since the start of the run")
+    ax_u.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scenario", nargs="+", default=["standard", "pre_bolus"],
@@ -357,6 +429,12 @@ def main() -> None:
         "--plan-without-day-to-day",
         action="store_true",
         help="hide the day's sensitivity and dawn multipliers from the planner",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=DAY_PLOT,
+        help="where to draw two days of one child, planner against engine (standard only)",
     )
     args = parser.parse_args()
     people = make_cohort(COHORT_SEED)
@@ -379,6 +457,11 @@ def main() -> None:
         )
         cohort = _summary(result)
         print(f"  ({time.monotonic() - started:.0f} s)")
+        if name == "standard" and args.plot is not None:
+            engine = run_cohort(people, SCENARIOS[name], "dosing-engine", seed=RUN_SEED,
+                                days=args.days)  # fmt: skip
+            plotted = plot_days(result, engine, median_child(engine), args.plot)
+            print(f"  plot: {plotted}")
         if first is None:
             first = (name, cohort)
     assert first is not None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bench.clinical import COHORT_SEED, RUN_SEED
-from bench.clinical_bound import ClairvoyantPlanner, FloatArray, run_bound
+from bench.clinical_bound import ClairvoyantPlanner, FloatArray, median_child, plot_days, run_bound
 from sim.person import VirtualPerson, make_cohort, steady_state
 from sim.runner import run_cohort
 from sim.scenarios import SCENARIOS, STEPS_PER_DAY
@@ -59,3 +61,19 @@ def test_the_bound_beats_the_open_loop_on_the_same_day(people: list[VirtualPerso
         open_loop = baseline.person_outcomes(i)
         assert planned.tir_pct >= open_loop.tir_pct
         assert planned.tbr70_pct == 0.0
+
+
+def test_two_days_of_the_median_child_are_drawn(
+    people: list[VirtualPerson], tmp_path: Path
+) -> None:
+    group = [people[0], people[1], people[2]]
+    standard = SCENARIOS["standard"]
+    bound = run_bound(group, standard, seed=RUN_SEED, days=3)
+    engine = run_cohort(group, standard, "dosing-engine", seed=RUN_SEED, days=3)
+    tirs = sorted(engine.person_outcomes(i).tir_pct for i in range(3))
+    chosen = median_child(engine)
+    assert engine.person_outcomes(chosen).tir_pct == tirs[1]
+    path = plot_days(bound, engine, chosen, tmp_path / "day.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="shorter"):
+        plot_days(bound, engine, chosen, tmp_path / "late.png", first_day=3)
