@@ -166,3 +166,47 @@ def test_insulin_pumped_before_a_set_change_is_not_expected_to_act() -> None:
     effect_mg_dl, absorbed_u = insulin_effect_mg_dl(state, SETTINGS, start, NOW)
     assert absorbed_u > 0.5
     assert effect_mg_dl == pytest.approx(-absorbed_u * SETTINGS.isf_mg_dl_per_u)
+
+
+def _meal_trace(
+    values: Sequence[float], meal_minutes_ago: int, bolus_u: float = 6.0
+) -> PatientState:
+    """Readings ending at NOW and a meal with its bolus `meal_minutes_ago` (no loop extras)."""
+    state = trace(values, doses_u=0.0)
+    meal_at = NOW - timedelta(minutes=meal_minutes_ago)
+    state.carbs.append(CarbEntry(meal_at, 60, 180))
+    state.doses.append(InsulinDose(meal_at, bolus_u, correction=False))
+    return state
+
+
+def test_a_meal_bolus_that_went_nowhere_raises_once_glucose_climbs_past_300() -> None:
+    # 60 g at 130 min ago with a 6 U bolus: glucose has climbed from 120 ever since and is
+    # still rising at 305–350 for the last 25 min (a bolused meal would have peaked within the
+    # hour and be falling by now)
+    state = _meal_trace([120] * 10 + line(120, 350, 130), meal_minutes_ago=130)
+    assert raised(state)
+
+
+@pytest.mark.parametrize(
+    "case", ["too_soon_after_the_meal", "below_300", "falling_from_the_peak", "no_meal_bolus"]
+)
+def test_a_high_after_a_meal_is_left_to_the_high_alert(case: str) -> None:
+    values = [120] * 10 + line(120, 350, 130)
+    meal_minutes_ago, bolus_u = 130, 6.0
+    if case == "too_soon_after_the_meal":  # the same climb, but the meal was 60 min ago
+        values, meal_minutes_ago = [120] * 24 + line(120, 350, 60), 60
+    elif case == "below_300":
+        values = [120] * 10 + line(120, 290, 130)
+    elif case == "falling_from_the_peak":
+        values = [120] * 10 + line(120, 360, 100) + line(360, 320, 30)[1:]
+    elif case == "no_meal_bolus":  # no insulin reported: nothing was expected to act
+        bolus_u = 0.0
+    state = _meal_trace(values, meal_minutes_ago, bolus_u)
+    assert not raised(state)
+
+
+def test_the_post_meal_rule_can_be_switched_off() -> None:
+    state = _meal_trace([120] * 10 + line(120, 350, 130), meal_minutes_ago=130)
+    off = InfusionSetParams(meal_min_glucose_mg_dl=None)
+    assert infusion_set_evidence(state, SETTINGS, NOW, off) is None
+    assert infusion_set_evidence(state, SETTINGS, NOW) is not None
