@@ -154,17 +154,22 @@ class ClairvoyantPlanner:
 
     def insulin_u(self, candidate: Candidate, block: int, blocks_since_plan: int) -> float:
         """Insulin the plan gives in one 5-min block (the bolus in the plan's first block)."""
+        return float(self._family_insulin_u(_Family([candidate]), block, blocks_since_plan)[0])
+
+    def _family_insulin_u(self, family: _Family, block: int, blocks_since_plan: int) -> FloatArray:
+        """Insulin each plan of `family` gives in one 5-min block: what is simulated and what
+        is given come from this one rule."""
         h = blocks_since_plan
         if h < PHASE1_BLOCKS:
-            multiplier = candidate.rate1_multiplier
-        elif h < PHASE1_BLOCKS + candidate.phase2_blocks:
-            multiplier = candidate.rate2_multiplier
+            multiplier = family.rate1
         else:
-            multiplier = 1.0
+            multiplier = np.where(h < family.phase2_end, family.rate2, 1.0)
         scheduled = float(self._scheduled_u_per_h[block % STEPS_PER_DAY])
-        rate = min(scheduled * multiplier, self.max_basal_u_per_h)
-        bolus = candidate.bolus_fraction_of_max * self.max_bolus_u if h == 0 else 0.0
-        return rate * STEP_MIN / 60.0 + bolus
+        units: FloatArray = np.minimum(scheduled * multiplier, self.max_basal_u_per_h)
+        units = units * STEP_MIN / 60.0
+        if h == 0:
+            units = units + family.bolus_fraction * self.max_bolus_u
+        return units
 
     def choose(
         self,
@@ -186,16 +191,7 @@ class ClairvoyantPlanner:
         cost = np.zeros(m)
         for h in range(HORIZON_BLOCKS):
             k = block + h
-            if h < PHASE1_BLOCKS:
-                multiplier = family.rate1
-            else:
-                multiplier = np.where(h < family.phase2_end, family.rate2, 1.0)
-            scheduled = float(self._scheduled_u_per_h[k % STEPS_PER_DAY])
-            rate = np.minimum(scheduled * multiplier, self.max_basal_u_per_h)
-            units = rate * STEP_MIN / 60.0
-            if h == 0:
-                units = units + family.bolus_fraction * self.max_bolus_u
-            inputs[:, 0] = units * 1000.0
+            inputs[:, 0] = self._family_insulin_u(family, k, h) * 1000.0
             inputs[:, 1] = known_meals_g.get(k, 0.0) * MMOL_PER_G_GLUCOSE
             inputs[:, 3:6] = self.modifiers_at(k)
             step_block(states, params, inputs, validate=False)
