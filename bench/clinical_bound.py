@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Final
 
@@ -62,6 +62,7 @@ __all__ = [
     "ClairvoyantPlanner",
     "FloatArray",
     "median_child",
+    "misidentified_params",
     "plot_days",
     "run_bound",
 ]
@@ -227,6 +228,27 @@ def _group_median_params(person: VirtualPerson, people: list[VirtualPerson]) -> 
     return typical
 
 
+# what a per-person identified model would get wrong: every physiological parameter, not the
+# body weight, the sensor's lag or the kidney's threshold (sim.person.Physiology)
+_NOT_IDENTIFIED: Final = frozenset(
+    {"weight_kg", "tau_cgm_min", "renal_per_min", "renal_threshold_mmol_l"}
+)
+
+
+def misidentified_params(person: VirtualPerson, cv: float, rng: np.random.Generator) -> FloatArray:
+    """The person's own model with each physiological parameter off by a log-normal factor
+    (median 1, coefficient of variation `cv`), the meal's bioavailability kept ≤ 1."""
+    sigma = float(np.sqrt(np.log1p(cv * cv)))
+    changed: dict[str, float] = {}
+    for field in fields(person.physiology):
+        if field.name in _NOT_IDENTIFIED:
+            continue
+        value = float(getattr(person.physiology, field.name))
+        changed[field.name] = value * float(np.exp(rng.normal(0.0, sigma)))
+    changed["ag"] = min(changed["ag"], 1.0)
+    return replace(person.physiology, **changed).as_array()
+
+
 def _modifiers(person_plan: PersonPlan, blocks: int) -> FloatArray:
     mods = np.empty((blocks + HORIZON_BLOCKS, 3))
     for col, series in enumerate(
@@ -246,6 +268,7 @@ def run_bound(
     hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
     plan_day_to_day: bool = True,
     plan_with_group_median: bool = False,
+    parameter_error_cv: float = 0.0,
     progress: bool = False,
 ) -> BoundResult:
     """The clairvoyant planner over `scenario` (the same meals and days as `run_cohort`).
@@ -261,12 +284,21 @@ def run_bound(
     plans = [plan(scenario, p, np.random.default_rng([seed, i])) for i, p in enumerate(people)]
     true_modifiers = [_modifiers(pl, blocks) for pl in plans]
     nominal = np.tile(np.array([1.0, 1.0, 0.0]), (blocks + HORIZON_BLOCKS, 1))
+    error_rng = np.random.default_rng([seed, 1_000_003])
+
+    def planning_params(person: VirtualPerson) -> FloatArray | None:
+        if plan_with_group_median:
+            return _group_median_params(person, people)
+        if parameter_error_cv > 0:
+            return misidentified_params(person, parameter_error_cv, error_rng)
+        return None
+
     planners = [
         ClairvoyantPlanner(
             p,
             mods if plan_day_to_day else nominal,
             hold_mg_dl=hold_mg_dl,
-            planning_params=_group_median_params(p, people) if plan_with_group_median else None,
+            planning_params=planning_params(p),
         )
         for p, mods in zip(people, true_modifiers, strict=True)
     ]
@@ -405,6 +437,14 @@ def plot_days(
     return path
 
 
+def _physiology_label(group_median: bool, error_cv: float) -> str:
+    if group_median:
+        return "of the age group"
+    if error_cv > 0:
+        return f"the person's, each parameter off by a log-normal CV {error_cv:g}"
+    return "the person"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scenario", nargs="+", default=["standard", "pre_bolus"],
@@ -422,6 +462,13 @@ def main() -> None:
         help="plan on a typical member of the person's age group instead of the person",
     )
     parser.add_argument(
+        "--plan-with-parameter-error",
+        type=float,
+        default=0.0,
+        metavar="CV",
+        help="plan on the person's own model with each parameter off by this log-normal CV",
+    )
+    parser.add_argument(
         "--plan-without-day-to-day",
         action="store_true",
         help="hide the day's sensitivity and dawn multipliers from the planner",
@@ -434,11 +481,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     people = make_cohort(COHORT_SEED)
-    print(f"clairvoyant bound: {len(people)} people (cohort seed {COHORT_SEED}, run seed "
-          f"{RUN_SEED}), true glucose, meals known from their announcement, hold "
-          f"{args.hold_mg_dl:g} mg/dL, day-to-day "
-          f"{'hidden' if args.plan_without_day_to_day else 'known'}, physiology "
-          f"{'of the age group' if args.plan_with_group_median else 'the person'}")  # fmt: skip
+    print(
+        f"clairvoyant bound: {len(people)} people (cohort seed {COHORT_SEED}, run seed "
+        f"{RUN_SEED}), true glucose, meals known from their announcement, hold "
+        f"{args.hold_mg_dl:g} mg/dL, day-to-day "
+        f"{'hidden' if args.plan_without_day_to_day else 'known'}, physiology "
+        f"{_physiology_label(args.plan_with_group_median, args.plan_with_parameter_error)}"
+    )
     first: tuple[str, Outcomes] | None = None
     for name in args.scenario:
         started = time.monotonic()
@@ -449,6 +498,7 @@ def main() -> None:
             hold_mg_dl=args.hold_mg_dl,
             plan_day_to_day=not args.plan_without_day_to_day,
             plan_with_group_median=args.plan_with_group_median,
+            parameter_error_cv=args.plan_with_parameter_error,
             progress=True,
         )
         cohort = _summary(result)

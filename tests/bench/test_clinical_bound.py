@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from bench.clinical import COHORT_SEED, RUN_SEED
-from bench.clinical_bound import ClairvoyantPlanner, FloatArray, median_child, plot_days, run_bound
+from bench.clinical_bound import (
+    ClairvoyantPlanner,
+    FloatArray,
+    median_child,
+    misidentified_params,
+    plot_days,
+    run_bound,
+)
 from sim.person import VirtualPerson, make_cohort, steady_state
 from sim.runner import run_cohort
 from sim.scenarios import SCENARIOS, STEPS_PER_DAY
@@ -77,3 +84,34 @@ def test_two_days_of_the_median_child_are_drawn(
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shorter"):
         plot_days(bound, engine, chosen, tmp_path / "late.png", first_day=3)
+
+
+def test_a_misidentified_model_is_off_in_every_physiological_parameter(
+    people: list[VirtualPerson],
+) -> None:
+    person = people[10]
+    slightly = misidentified_params(person, 0.05, np.random.default_rng(1))
+    badly = misidentified_params(person, 0.3, np.random.default_rng(1))
+    for row in (slightly, badly):
+        assert row.shape == person.params.shape
+        assert row[13] <= 1.0  # the meal's bioavailability stays ≤ 1
+        assert row[16] == person.params[16]  # the sensor's lag is not part of the model
+    identified = [i for i in range(16) if i != 13]
+    log_error_slight = np.abs(np.log(slightly[identified] / person.params[identified]))
+    log_error_bad = np.abs(np.log(badly[identified] / person.params[identified]))
+    assert np.all(log_error_slight > 0.0)
+    assert log_error_bad.mean() > 3.0 * log_error_slight.mean()
+
+
+def test_planning_on_a_badly_identified_model_costs_time_in_range(
+    people: list[VirtualPerson],
+) -> None:
+    group = [people[0], people[3], people[10], people[13], people[20], people[23]]
+    standard = SCENARIOS["standard"]
+    own = run_bound(group, standard, seed=RUN_SEED, days=2, plan_day_to_day=False)
+    off = run_bound(
+        group, standard, seed=RUN_SEED, days=2, plan_day_to_day=False, parameter_error_cv=0.3
+    )
+    own_tir = np.mean([own.person_outcomes(i).tir_pct for i in range(len(group))])
+    off_tir = np.mean([off.person_outcomes(i).tir_pct for i in range(len(group))])
+    assert off_tir < own_tir - 2.0
