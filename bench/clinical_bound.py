@@ -21,7 +21,9 @@ difference to the dosing engine's is what the engine loses by not knowing them.
 `--plan-without-day-to-day` hides the day's sensitivity and dawn multipliers from the planner
 (the body still has them), and `--plan-with-group-median` has it plan on a typical member of
 the person's age group instead of the person, to show what each part of the knowledge is
-worth.
+worth. `--plan-with-parameter-error CV` has it plan on the person's own model with every
+physiological parameter off by a log-normal factor of that coefficient of variation: how exact a
+per-person identified model would have to be.
 
 Ends with `RESULT clinical_bound scenario=<first scenario> tir=<%> tbr70=<%> tbr54=<%>
 severe=<n>`.
