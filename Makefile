@@ -201,6 +201,10 @@ bench-clinical: setup ## every in-silico scenario over the cohort (CONTROLLER=ba
 bench-clinical-bound: setup ## what a clairvoyant planner reaches in standard and pre_bolus: RESULT clinical_bound …
 	@$(PY) -m bench.clinical_bound
 
+.PHONY: bench-clinical-mpc
+bench-clinical-mpc: setup ## the bound's planner as a controller reading the CGM, on exact and identified models: RESULT clinical_model_mpc …
+	@$(PY) -m bench.clinical_model_mpc
+
 .PHONY: clinical-plot
 clinical-plot: setup ## docs/img/clinical_comparison.png: engine against baseline from the bench-clinical tables
 	@$(PY) -m bench.clinical_plot
