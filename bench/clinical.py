@@ -12,10 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from sim.controllers import CONTROLLERS, resolve_controller
-from sim.metrics import Outcomes, outcomes
+from sim.metrics import Outcomes, mean_outcomes, outcomes
 from sim.person import make_cohort
 from sim.runner import RunResult, run_cohort
 from sim.scenarios import SCENARIOS
@@ -27,12 +25,6 @@ HEADER = (
     "| mean mg/dL | CV % | GMI % | LBGI | HBGI | severe | TDD U |"
 )
 RULE = "|" + "---|" * 15
-
-
-def _mean_outcomes(per: list[Outcomes]) -> Outcomes:
-    fields = {k: float(np.mean([getattr(o, k) for o in per])) for k in Outcomes.__slots__}
-    fields["severe_events"] = int(sum(o.severe_events for o in per))
-    return Outcomes(**fields)  # type: ignore[arg-type]
 
 
 def _row(scenario: str, group: str, o: Outcomes) -> str:
@@ -49,11 +41,11 @@ def _rows(result: RunResult) -> list[str]:
         outcomes(result.glucose_mg_dl[i], float(result.to_body_u[i].sum()))
         for i in range(len(result.people))
     ]
-    rows = [_row(result.scenario.name, "all", _mean_outcomes(per))]
+    rows = [_row(result.scenario.name, "all", mean_outcomes(per))]
     for group in ("child", "adolescent", "adult"):
         sub = [o for o, p in zip(per, result.people, strict=True) if p.age_group == group]
         if sub:
-            rows.append(_row(result.scenario.name, group, _mean_outcomes(sub)))
+            rows.append(_row(result.scenario.name, group, mean_outcomes(sub)))
     return rows
 
 

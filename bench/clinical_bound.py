@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 
 from bench.clinical import COHORT_SEED, RUN_SEED
 from kernels.hovorka import N_INPUTS, step_block
-from sim.metrics import Outcomes, outcomes
+from sim.metrics import Outcomes, mean_outcomes, outcomes
 from sim.person import (
     MG_DL_PER_MMOL_L,
     MMOL_PER_G_GLUCOSE,
@@ -139,8 +139,10 @@ class ClairvoyantPlanner:
         *,
         hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
         planning_params: FloatArray | None = None,
+        state_vg_l: float | None = None,  # glucose volume of the states given to `choose`
     ) -> None:
-        self._true_vg_l = float(person.params[0])
+        # states come from the body (the person's volume) unless told otherwise
+        self._state_vg_l = float(person.params[0]) if state_vg_l is None else state_vg_l
         self._params = person.params if planning_params is None else planning_params
         self._modifiers = modifiers
         self.hold_mg_dl = hold_mg_dl
@@ -187,7 +189,7 @@ class ClairvoyantPlanner:
         m = len(family.candidates)
         start = state.copy()
         # another model's glucose volume: start from the same glucose concentration
-        start[0:2] *= self._params[0] / self._true_vg_l
+        start[0:2] *= self._params[0] / self._state_vg_l
         states = np.ascontiguousarray(np.repeat(start[None, :], m, axis=0))
         params = np.ascontiguousarray(np.repeat(self._params[None, :], m, axis=0))
         inputs = np.zeros((m, N_INPUTS))
@@ -373,14 +375,7 @@ def _summary(result: BoundResult) -> Outcomes:
             f"| {np.mean([o.tar180_pct for o in rows]):.1f} "
             f"| {sum(o.severe_events for o in rows)} |"
         )
-    return Outcomes(
-        **{
-            k: float(np.mean([getattr(o, k) for o in per]))
-            for k in Outcomes.__slots__
-            if k != "severe_events"
-        },
-        severe_events=int(sum(o.severe_events for o in per)),
-    )
+    return mean_outcomes(per)
 
 
 def median_child(engine: RunResult) -> int:

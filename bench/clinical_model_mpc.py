@@ -37,18 +37,10 @@ import numpy as np
 
 from bench.clinical import COHORT_SEED, RUN_SEED
 from bench.clinical_bound import (
-    BETWEEN_MEALS_FAMILY,
-    HIGH_MG_DL,
-    HORIZON_BLOCKS,
-    LOW_MG_DL,
-    MEAL_FAMILY,
     PHASE1_BLOCKS,
     REPLAN_EVERY_BLOCKS,
-    SEVERE_MG_DL,
-    SEVERE_WEIGHT,
-    TIE_BREAK_WEIGHT,
+    ClairvoyantPlanner,
     FloatArray,
-    _Family,
     _group_median_params,
 )
 from kernels.hovorka import N_INPUTS, step_block
@@ -88,6 +80,7 @@ _FIT_COLUMNS: Final[tuple[int | None, ...]] = (1, 3, None, 10, 12, 13, 14)
 _SENSITIVITY_COLUMNS: Final = (7, 8, 9)
 _AG_COLUMN: Final = 13
 _CGM_COLUMN: Final = 12  # state: interstitial glucose, mmol/L
+_NOMINAL_MODIFIERS: Final = np.array([[1.0, 1.0, 0.0]])  # sensitivity, EGP, exercise uptake
 
 
 class ModelPredictiveController:
@@ -95,18 +88,25 @@ class ModelPredictiveController:
 
     def __init__(
         self,
-        therapy: TherapySettings,
+        person: VirtualPerson,
         model_params: FloatArray,
         *,
         hold_mg_dl: float = DEFAULT_HOLD_MG_DL,
         correction_cap_basal_h: float | None = None,
         observer_gain: float = DEFAULT_OBSERVER_GAIN,
     ) -> None:
-        self.therapy = therapy
-        self.hold_mg_dl = hold_mg_dl
+        self.therapy = therapy = person.therapy
         self.correction_cap_basal_h = correction_cap_basal_h
         self.observer_gain = observer_gain
         self._params = model_params
+        # no day-to-day multipliers; the observer's state is in the model's own units
+        self._planner = ClairvoyantPlanner(
+            person,
+            _NOMINAL_MODIFIERS,
+            hold_mg_dl=hold_mg_dl,
+            planning_params=model_params,
+            state_vg_l=float(model_params[0]),
+        )
         self._state = steady_state(model_params, therapy.target_mg_dl, therapy.basal_at(0))
         self._announced_g: dict[int, float] = {}  # block eaten → grams
         self._last_block: int | None = None
@@ -154,35 +154,8 @@ class ModelPredictiveController:
         self._state[0:2] *= corrected_mg_dl / model_mg_dl
         self._state[_CGM_COLUMN] += self.observer_gain * disagreement_mg_dl / MG_DL_PER_MMOL_L
 
-    def _insulin_u(self, family: _Family, block: int, h: int) -> FloatArray:
-        scheduled = self.therapy.basal_at(((block + h) * STEP_MIN) % 1440)
-        if h < PHASE1_BLOCKS:
-            multiplier = family.rate1
-        else:
-            multiplier = np.where(h < family.phase2_end, family.rate2, 1.0)
-        units: FloatArray = np.minimum(scheduled * multiplier, self.therapy.max_basal_u_per_h)
-        units = units * STEP_MIN / 60.0
-        if h == 0:
-            units = units + family.bolus_fraction * self.therapy.max_bolus_u
-        return units
-
     def _plan(self, inp: ControllerInput, block: int, *, meal: bool) -> ControllerOutput:
-        family = MEAL_FAMILY if meal else BETWEEN_MEALS_FAMILY
-        m = len(family.candidates)
-        states = np.ascontiguousarray(np.repeat(self._state[None, :], m, axis=0))
-        params = np.ascontiguousarray(np.repeat(self._params[None, :], m, axis=0))
-        inputs = np.zeros((m, N_INPUTS))
-        inputs[:, 3:5] = 1.0
-        cost = np.zeros(m)
-        for h in range(HORIZON_BLOCKS):
-            inputs[:, 0] = self._insulin_u(family, block, h) * 1000.0
-            inputs[:, 1] = self._announced_g.get(block + h, 0.0) * MMOL_PER_G_GLUCOSE
-            step_block(states, params, inputs, validate=False)
-            glucose = states[:, 0] / params[:, 0] * MG_DL_PER_MMOL_L
-            cost += (glucose < LOW_MG_DL) + (glucose > HIGH_MG_DL)
-            cost += SEVERE_WEIGHT * (glucose < SEVERE_MG_DL)
-            cost += TIE_BREAK_WEIGHT * np.abs(glucose - self.hold_mg_dl)
-        chosen = family.candidates[int(np.argmin(cost))]
+        chosen = self._planner.choose(self._state, block, self._announced_g, meal_announced=meal)
         scheduled = self.therapy.basal_at(inp.t_min % 1440)
         rate = min(scheduled * chosen.rate1_multiplier, self.therapy.max_basal_u_per_h)
         bolus_u = chosen.bolus_fraction_of_max * self.therapy.max_bolus_u
@@ -320,15 +293,16 @@ class _Factory:
         hold_mg_dl: float,
         correction_cap_basal_h: float | None,
     ) -> None:
-        self._index = {id(p.therapy): i for i, p in enumerate(people)}
+        self._people = {id(p.therapy): (p, i) for i, p in enumerate(people)}
         self._models = models
         self._hold_mg_dl = hold_mg_dl
         self._cap = correction_cap_basal_h
 
     def __call__(self, therapy: TherapySettings) -> ModelPredictiveController:
+        person, index = self._people[id(therapy)]
         return ModelPredictiveController(
-            therapy,
-            self._models[self._index[id(therapy)]],
+            person,
+            self._models[index],
             hold_mg_dl=self._hold_mg_dl,
             correction_cap_basal_h=self._cap,
         )
@@ -348,18 +322,6 @@ def run_with_models(
     return run_cohort(people, SCENARIOS["standard"], factory, seed=seed, days=days)
 
 
-def _cohort(result: RunResult) -> Outcomes:
-    per = [result.person_outcomes(i) for i in range(len(result.people))]
-    return Outcomes(
-        **{
-            k: float(np.mean([getattr(o, k) for o in per]))
-            for k in Outcomes.__slots__
-            if k != "severe_events"
-        },
-        severe_events=int(sum(o.severe_events for o in per)),
-    )
-
-
 def _variant(args: tuple[str, int, float, FloatArray | None, float | None]) -> tuple[str, Outcomes]:
     name, days, hold_mg_dl, models, cap = args
     people = make_cohort(COHORT_SEED)
@@ -371,7 +333,7 @@ def _variant(args: tuple[str, int, float, FloatArray | None, float | None]) -> t
         result = run_with_models(
             people, models, days=days, hold_mg_dl=hold_mg_dl, correction_cap_basal_h=cap
         )
-    return name, _cohort(result)
+    return name, result.cohort_outcomes()
 
 
 def main() -> None:

@@ -8,12 +8,13 @@ f = 1.509 (ln(G)^1.084 − 5.381), r = 10 f²); a severe (level 2) hypo event is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Outcomes", "outcomes", "severe_hypo_events"]
+__all__ = ["Outcomes", "mean_outcomes", "outcomes", "severe_hypo_events"]
 
 SAMPLE_MIN = 5
 EVENT_SAMPLES = 15 // SAMPLE_MIN
@@ -88,3 +89,10 @@ def outcomes(glucose_mg_dl: npt.ArrayLike, insulin_u: float = 0.0) -> Outcomes:
         days=days,
         total_daily_insulin_u=insulin_u / days,
     )
+
+
+def mean_outcomes(per_person: Sequence[Outcomes]) -> Outcomes:
+    """A group's outcomes: each metric's mean over people, severe events summed over them."""
+    fields = {k: float(np.mean([getattr(o, k) for o in per_person])) for k in Outcomes.__slots__}
+    fields["severe_events"] = int(sum(o.severe_events for o in per_person))
+    return Outcomes(**fields)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from sim.controller import (
     ControllerOutput,
 )
 from sim.controllers import resolve_controller
-from sim.metrics import Outcomes, outcomes
+from sim.metrics import Outcomes, mean_outcomes, outcomes
 from sim.person import MG_DL_PER_MMOL_L, MMOL_PER_G_GLUCOSE, VirtualPerson, steady_state
 from sim.pump import Pump, PumpError
 from sim.scenarios import STEP_MIN, STEPS_PER_DAY, PersonPlan, Scenario, plan
@@ -82,10 +82,7 @@ class RunResult:
 
     def cohort_outcomes(self) -> Outcomes:
         """Means over people, severe events summed over the cohort."""
-        per = [self.person_outcomes(i) for i in range(len(self.people))]
-        fields = {k: float(np.mean([getattr(o, k) for o in per])) for k in Outcomes.__slots__}
-        fields["severe_events"] = int(sum(o.severe_events for o in per))
-        return Outcomes(**fields)  # type: ignore[arg-type]
+        return mean_outcomes([self.person_outcomes(i) for i in range(len(self.people))])
 
 
 def apply_output(pump: Pump, t_min: int, out: ControllerOutput) -> None:
